@@ -1,0 +1,104 @@
+"""Command line: `python -m beam_pipelines <command> ...`.
+
+Each subcommand is one `add_<name>_command(subparsers)` function that declares its arguments
+and sets `handler`, a function taking the parsed arguments and returning an exit code. To add a
+command, write both and list the `add_` function in `COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+SubParsers = Any  # argparse's _SubParsersAction is private
+
+
+def add_serve_command(subparsers: SubParsers) -> None:
+    """`serve`: run the local Triton server with `agent_vlm` until interrupted."""
+    from beam_pipelines.serve import DEFAULT_MODEL_REPOSITORY
+
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve agent_vlm on a local Triton server (127.0.0.1) until Ctrl-C",
+        description="Start the tritonserver from the nvidia-pytriton wheel with agent_vlm.",
+    )
+    parser.add_argument(
+        "--model-repository",
+        type=Path,
+        default=DEFAULT_MODEL_REPOSITORY,
+        help="Triton model repository (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--model-config-name",
+        default=None,
+        help="deployment config under agent_vlm/configs/<name>.pbtxt (default: config.pbtxt)",
+    )
+    parser.add_argument("--log-file", type=Path, default=None, help="server log file")
+    parser.add_argument(
+        "--startup-timeout", type=float, default=300.0, help="seconds to wait for readiness"
+    )
+    parser.add_argument("--metrics", action="store_true", help="serve Prometheus metrics")
+    parser.set_defaults(handler=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Start the server, print its addresses, and block until SIGINT/SIGTERM."""
+    from beam_pipelines.serve import TritonServer, TritonStartupError
+
+    server = TritonServer(
+        args.model_repository,
+        model_config_name=args.model_config_name,
+        log_file=args.log_file,
+        startup_timeout_s=args.startup_timeout,
+        metrics=args.metrics,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        server.start()
+    except TritonStartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        print(f"agent_vlm ready: grpc {server.grpc_url}  http {server.http_url}", flush=True)
+        if args.metrics:
+            print(f"metrics: {server.metrics_url}", flush=True)
+        print(f"log: {server.log_file}  (Ctrl-C to stop)", flush=True)
+        while not stop.wait(1.0):
+            if not server.running:
+                print(f"error: tritonserver exited\n{server.log_tail()}", file=sys.stderr)
+                return 1
+    finally:
+        server.stop()
+    return 0
+
+
+COMMANDS: tuple[Callable[[SubParsers], None], ...] = (add_serve_command,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="python -m beam_pipelines",
+        description="Batch agentic vision-language pipelines on Beam and Triton.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in COMMANDS:
+        add_command(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m beam_pipelines` and the `beam-agentic-vlm` script."""
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
