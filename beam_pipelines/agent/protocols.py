@@ -1,0 +1,639 @@
+"""Agent protocols: how the model is prompted, how its turns are parsed, how results come back.
+
+A protocol is a small object (DESIGN.md section 4): a system prompt that lists only the
+enabled tools, the user turn's text, a parser that turns one assistant turn into a tool call,
+an answer or a format error, and the renderer of observation turns. The loop
+(``beam_pipelines.agent.loop``) only talks to this interface, so adding a protocol means adding
+a class here and an entry in ``PROTOCOLS``.
+
+Two protocols exist:
+
+- ``r1v4`` (default): Skywork-R1V4. Its texts are FROZEN (docs/architecture.md): the embedded
+  tiny model was trained on them, and ``tests/agent/test_prompts_golden.py`` pins them.
+- ``zoom``: DeepEyes / Qwen function calling with ``image_zoom_in_tool``; box coordinates are
+  relative 0-1000 (Qwen3-VL) or absolute pixels of the model's view (Qwen2.5-VL), per instance.
+
+``parse`` never raises. Every malformed turn becomes ``ParsedTurn.error``, a message written
+for the model to act on, which the loop sends back as an observation.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .records import LETTERS, Job, Observation, ToolCall, ToolSpec
+from .schema import check_arguments, example_arguments
+
+#: Generation stops at the end of an action (sent to the server as stop strings).
+STOP = ("</tool_call>", "</answer>")
+
+# End-of-turn tokens some servers leave in the text; harmless after an action.
+_END_TOKENS = ("<|im_end|>", "<|endoftext|>", "</s>")
+
+
+@dataclass(frozen=True)
+class ParsedTurn:
+    """One assistant turn, understood: an answer, tool calls, or a format error."""
+
+    think: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    answer: str | None = None
+    error: str | None = None
+
+
+class AgentProtocol(ABC):
+    """The interface the loop uses; see the module docstring."""
+
+    name: ClassVar[str]
+    #: Tools the protocol knows by name (prompt line and argument schema), in prompt order.
+    known_tools: ClassVar[tuple[str, ...]] = ()
+    stop: tuple[str, ...] = STOP
+
+    def options(self) -> dict[str, Any]:
+        """Keyword options that rebuild this instance with ``get_protocol(name, **options)``."""
+        return {}
+
+    def tool_schema(self, name: str) -> dict[str, Any] | None:
+        """The protocol's own argument schema for a known tool (used when none is given)."""
+        return None
+
+    @abstractmethod
+    def system_prompt(self, tools: Sequence[Any]) -> str:
+        """The system prompt, listing exactly ``tools`` (objects with name/description/...)."""
+
+    @abstractmethod
+    def user_text(self, job: Job) -> str:
+        """The text part of the first user turn (the image part comes before it)."""
+
+    @abstractmethod
+    def parse(self, text: str, tools: Sequence[Any] | None = None) -> ParsedTurn:
+        """Understand one assistant turn; never raises. ``tools``: enabled tools (names/specs)."""
+
+    @abstractmethod
+    def render_observation(self, results: Sequence[Observation], first_image_index: int) -> str:
+        """The observation turn's text; result images are named from ``first_image_index``."""
+
+    @abstractmethod
+    def render_format_error(self, message: str) -> str:
+        """The observation turn's text that tells the model its last turn was malformed."""
+
+
+# --------------------------------------------------------------------------------------------
+# Shared pieces
+
+
+def options_text(job: Job) -> str:
+    """The question, then the lettered options and the instruction, as frozen for r1v4."""
+    if not job.options:
+        return job.question
+    lines = [job.question, "Options:"]
+    lines += [f"{letter}. {option}" for letter, option in zip(LETTERS, job.options, strict=False)]
+    lines.append("Answer with the option's letter.")
+    return "\n".join(lines)
+
+
+def attached_images(result: Observation) -> int:
+    """How many images of a result are shown to the model (none when the call failed)."""
+    return 0 if result.error is not None else len(result.images)
+
+
+def _result_text(result: Observation, first_index: int) -> str:
+    parts = [result.text.strip()] if result.text.strip() else []
+    parts += [f"<sub-image {first_index + i}>" for i in range(attached_images(result))]
+    return "\n".join(parts)
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    text = text.strip().replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_FENCE = re.compile(r"^```[\w+-]*\n(.*?)\n?```$", re.DOTALL)
+
+
+class _Unparsable(Exception):
+    """Internal: a turn is malformed; the message is for the model."""
+
+
+@dataclass(frozen=True)
+class _Tool:
+    name: str
+    schema: dict[str, Any] | None
+
+
+class TaggedProtocol(AgentProtocol):
+    """``<think>…</think>`` then one ``<tool_call>{json}</tool_call>`` or ``<answer>…</answer>``.
+
+    Both built-in protocols share this turn grammar; they differ in prompts, tools, and how
+    results are rendered. Subclasses may accept extra action tags through ``legacy_tags``.
+    """
+
+    #: Old one-tag-per-tool actions: tag -> (tool name, how to read the tag's content).
+    legacy_tags: ClassVar[Mapping[str, tuple[str, Callable[[str], dict[str, Any]]]]] = {}
+
+    # -- parsing ---------------------------------------------------------------------------
+
+    def parse(self, text: str, tools: Sequence[Any] | None = None) -> ParsedTurn:
+        think = ""
+        try:
+            think, rest = self._split_think(text if isinstance(text, str) else str(text))
+            return self._parse_action(think, rest, self._enabled(tools))
+        except _Unparsable as e:
+            return ParsedTurn(think=think, error=str(e))
+        except Exception as e:  # parse must never raise on model text
+            return ParsedTurn(think=think, error=f"Your reply could not be read ({e!r}).")
+
+    def _enabled(self, tools: Sequence[Any] | None) -> dict[str, _Tool]:
+        specs = [ToolSpec.of(t) for t in (self.known_tools if tools is None else tools)]
+        return {s.name: _Tool(s.name, s.parameters or self.tool_schema(s.name)) for s in specs}
+
+    def _split_think(self, text: str) -> tuple[str, str]:
+        body = text.strip()
+        for token in _END_TOKENS:
+            if body.endswith(token):
+                body = body[: -len(token)].rstrip()
+        if not body:
+            raise _Unparsable(
+                "Your reply was empty. Reply with <think>your reasoning</think> followed by "
+                "either <tool_call>...</tool_call> or <answer>...</answer>."
+            )
+        if not body.startswith("<think>"):
+            raise _Unparsable(
+                "Your reply must start with <think>: put your reasoning inside "
+                "<think>...</think>, then give either <tool_call>...</tool_call> or "
+                "<answer>...</answer>."
+            )
+        end = body.find("</think>")
+        if end < 0:
+            raise _Unparsable(
+                "Your reasoning was not closed: write </think> after your reasoning, then give "
+                "either <tool_call>...</tool_call> or <answer>...</answer>."
+            )
+        return body[len("<think>") : end].strip(), body[end + len("</think>") :].strip()
+
+    def _parse_action(self, think: str, rest: str, tools: dict[str, _Tool]) -> ParsedTurn:
+        if rest.startswith("<tool_call>"):
+            body, after = _take(rest, "<tool_call>", "</tool_call>")
+            self._check_after(after, "</tool_call>")
+            call = self._read_call(body, tools)
+            return ParsedTurn(think=think, tool_calls=(call,))
+        if rest.startswith("<answer>"):
+            body, after = _take(rest, "<answer>", "</answer>")
+            self._check_after(after, "</answer>")
+            if not body.strip():
+                raise _Unparsable(
+                    "Your <answer> is empty: put your final answer inside <answer>...</answer>."
+                )
+            return ParsedTurn(think=think, answer=body.strip())
+        for tag, (tool, read) in self.legacy_tags.items():
+            if rest.startswith(f"<{tag}>"):
+                body, after = _take(rest, f"<{tag}>", f"</{tag}>")
+                self._check_after(after, f"</{tag}>")
+                call = ToolCall(tool, read(body))
+                self._check_call(call, tools)
+                return ParsedTurn(think=think, tool_calls=(call,))
+        if not rest:
+            raise _Unparsable(
+                "After </think> give exactly one action: "
+                '<tool_call>{"name": ..., "arguments": {...}}</tool_call> to use a tool, or '
+                "<answer>...</answer> to give your final answer."
+            )
+        if "<tool_call>" in rest or "<answer>" in rest:
+            raise _Unparsable(
+                f"Found text between </think> and your action ({_clip(rest)!r}): keep all "
+                "reasoning inside <think>...</think> and start <tool_call> or <answer> right "
+                "after </think>."
+            )
+        raise _Unparsable(
+            f"Your reply has neither a <tool_call> nor an <answer> after </think> "
+            f"(found {_clip(rest)!r}). Give exactly one action: "
+            '<tool_call>{"name": ..., "arguments": {...}}</tool_call> or <answer>...</answer>.'
+        )
+
+    @staticmethod
+    def _check_after(after: str, closing: str) -> None:
+        if not after:
+            return
+        if after.startswith("<tool_call>") and closing == "</tool_call>":
+            raise _Unparsable(
+                "You made more than one tool call in one turn. Call one tool per turn, wait for "
+                "its result, then continue."
+            )
+        if after.startswith("<answer>") or (
+            after.startswith("<tool_call>") and closing == "</answer>"
+        ):
+            raise _Unparsable(
+                "You gave both a tool call and an answer in one turn. Either call a tool or "
+                "answer, not both."
+            )
+        raise _Unparsable(
+            f"Found text after {closing} ({_clip(after)!r}): end your reply right after {closing}."
+        )
+
+    def _read_call(self, body: str, tools: dict[str, _Tool]) -> ToolCall:
+        raw = body.strip()
+        fenced = _FENCE.match(raw)
+        if fenced:
+            raw = fenced.group(1).strip()
+        try:
+            # strict=False: literal newlines inside strings (code!) are unambiguous; accept.
+            value = json.loads(raw, strict=False)
+        except (ValueError, RecursionError) as e:
+            if _python_literal(raw):
+                raise _Unparsable(
+                    "Your tool call uses single quotes or Python syntax, which is not JSON. Use "
+                    'double quotes around every key and string: {"name": "...", "arguments": '
+                    "{...}}."
+                ) from None
+            where = getattr(e, "msg", str(e))
+            raise _Unparsable(
+                f"The tool call is not valid JSON ({where}). Write exactly one JSON object: "
+                '{"name": "<tool name>", "arguments": {...}}, with double-quoted strings.'
+            ) from None
+        if not isinstance(value, dict):
+            raise _Unparsable(
+                'The tool call must be a JSON object {"name": "<tool name>", "arguments": {...}}.'
+            )
+        name, arguments = value.get("name"), value.get("arguments")
+        if not isinstance(name, str) or not name:
+            raise _Unparsable('The tool call needs a "name": the name of the tool to call.')
+        if "arguments" not in value:
+            raise _Unparsable(f'The call to {name!r} needs "arguments": an object.')
+        if not isinstance(arguments, dict):
+            raise _Unparsable(
+                f'The "arguments" of the call to {name!r} must be a JSON object, not '
+                f"{type(arguments).__name__}."
+            )
+        call = ToolCall(name=name, arguments=arguments)
+        self._check_call(call, tools)
+        return call
+
+    def _check_call(self, call: ToolCall, tools: dict[str, _Tool]) -> None:
+        tool = tools.get(call.name)
+        if tool is None:
+            if not tools:
+                raise _Unparsable(
+                    f"Unknown tool {call.name!r}: no tools are available here; answer with "
+                    "<answer>...</answer>."
+                )
+            raise _Unparsable(f"Unknown tool {call.name!r}. Available tools: {', '.join(tools)}.")
+        if tool.schema:
+            problem = check_arguments(call.arguments, tool.schema)
+            if problem:
+                example = json.dumps(
+                    {"name": call.name, "arguments": example_arguments(tool.schema)}
+                )
+                raise _Unparsable(
+                    f"Invalid arguments for {call.name!r}: {problem}. Expected: {example}."
+                )
+
+
+def _take(text: str, opening: str, closing: str) -> tuple[str, str]:
+    """Content of a leading ``opening…closing`` element and what follows it.
+
+    A missing closing tag at the very end is accepted: servers that honour stop strings may
+    leave the stop string out of the text.
+    """
+    inner = text[len(opening) :]
+    end = inner.find(closing)
+    if end < 0:
+        return inner, ""
+    return inner[:end], inner[end + len(closing) :].strip()
+
+
+def _python_literal(text: str) -> bool:
+    if "'" not in text or len(text) > 100_000:
+        return False
+    try:
+        return isinstance(ast.literal_eval(text), dict)
+    except Exception:  # any failure means "not a Python literal"
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# r1v4
+
+
+def _read_code(body: str) -> dict[str, Any]:
+    code = body.strip("\n")
+    fenced = _FENCE.match(code.strip())
+    return {"code": fenced.group(1) if fenced else code}
+
+
+def _reader(key: str) -> Callable[[str], dict[str, Any]]:
+    """Old search/visit tags held a JSON value or one item per line."""
+
+    def read(body: str) -> dict[str, Any]:
+        text = body.strip()
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return {key: [line.strip() for line in text.splitlines() if line.strip()]}
+        if isinstance(value, dict):
+            return value
+        return {key: value if isinstance(value, list) else [value]}
+
+    return read
+
+
+def _array_of_strings(description: str) -> dict[str, Any]:
+    return {
+        "type": "array",
+        "items": {"type": "string"},
+        "minItems": 1,
+        "description": description,
+    }
+
+
+# name -> (prompt line after "N. ", example arguments, argument schema). The code line is
+# FROZEN (docs/architecture.md); the order of this table is the prompt order.
+_R1V4_TOOLS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "code": (
+        "Code execution (code): run Python on the full-resolution image. `image` is the "
+        "original image as a PIL image, earlier sub-images are `sub_image_1`, `sub_image_2`, "
+        "...; call `save_image(img)` to see an image.",
+        {"code": "..."},
+        {
+            "type": "object",
+            "properties": {"code": {"type": "string", "description": "Python code to run"}},
+            "required": ["code"],
+            "additionalProperties": False,
+        },
+    ),
+    "text_search": (
+        "Text search (text_search): search the web for one or more text queries; each result "
+        "has a title, url and snippet.",
+        {"queries": ["..."]},
+        {
+            "type": "object",
+            "properties": {"queries": _array_of_strings("search queries")},
+            "required": ["queries"],
+            "additionalProperties": False,
+        },
+    ),
+    "image_search": (
+        'Image search (image_search): reverse image search for the original image ("image") '
+        'or a sub-image ("<sub-image N>"); each result has a title, source and link.',
+        {"image_paths": ["..."]},
+        {
+            "type": "object",
+            "properties": {
+                "image_paths": _array_of_strings('"image" or "<sub-image N>" to search for')
+            },
+            "required": ["image_paths"],
+            "additionalProperties": False,
+        },
+    ),
+    "web_visit": (
+        "Web content (web_visit): read web pages; say what you are looking for in goal to get "
+        "the relevant part.",
+        {"urls": ["..."], "goal": "..."},
+        {
+            "type": "object",
+            "properties": {
+                "urls": _array_of_strings("http(s) URLs to read"),
+                "goal": {"type": "string", "description": "what to look for on the pages"},
+            },
+            "required": ["urls"],
+            "additionalProperties": False,
+        },
+    ),
+}
+
+
+class R1V4(TaggedProtocol):
+    """The Skywork-R1V4 protocol (frozen texts; see the module docstring)."""
+
+    name = "r1v4"
+    known_tools = tuple(_R1V4_TOOLS)
+    legacy_tags: ClassVar[Mapping[str, tuple[str, Callable[[str], dict[str, Any]]]]] = {
+        "code": ("code", _read_code),
+        "text_search": ("text_search", _reader("queries")),
+        "image_search": ("image_search", _reader("image_paths")),
+        "web_content": ("web_visit", _reader("urls")),
+    }
+
+    def tool_schema(self, name: str) -> dict[str, Any] | None:
+        entry = _R1V4_TOOLS.get(name)
+        return entry[2] if entry else None
+
+    def system_prompt(self, tools: Sequence[Any]) -> str:
+        specs = _ordered([ToolSpec.of(t) for t in tools], self.known_tools)
+        if not specs:
+            return "\n".join(
+                [
+                    "Answer the user's question based on the provided image.",
+                    "Output format:",
+                    "<think>...</think><answer>...</answer>",
+                    "YOU MUST include your reasoning within <think>...</think> before giving "
+                    "the answer.",
+                ]
+            )
+        lines = [
+            "Answer the user's question based on the provided image. Here are some tools you "
+            "can use if needed:"
+        ]
+        formats = []
+        for number, spec in enumerate(specs, start=1):
+            if spec.name in _R1V4_TOOLS:
+                line, example, _ = _R1V4_TOOLS[spec.name]
+            else:  # a tool the protocol does not know: described by its own header
+                line = f"{spec.name}: {spec.description}" if spec.description else spec.name
+                example = example_arguments(spec.parameters)
+            lines.append(f"{number}. {line}")
+            call = json.dumps({"name": spec.name, "arguments": example}, ensure_ascii=False)
+            formats.append(f"<think>...</think><tool_call>{call}</tool_call>")
+        lines.append(
+            "All search results, webpage contents, or code execution outputs will be placed "
+            "within <observation>...</observation> and returned to you."
+        )
+        lines.append("Output formats:")
+        lines += formats
+        lines.append("<think>...</think><answer>...</answer>")
+        lines.append(
+            "YOU MUST include your reasoning within <think>...</think> before taking any action."
+        )
+        return "\n".join(lines)
+
+    def user_text(self, job: Job) -> str:
+        return options_text(job)
+
+    def render_observation(self, results: Sequence[Observation], first_image_index: int) -> str:
+        rendered, index = [], first_image_index
+        for result in results:
+            kind = result.tool or "code"
+            if result.error is not None:
+                payload: dict[str, Any] = {"error": result.error, "type": kind}
+            else:
+                payload = {"result": _result_text(result, index), "type": kind}
+            index += attached_images(result)
+            rendered.append(f"<observation>{json.dumps(payload, ensure_ascii=False)}</observation>")
+        return "\n".join(rendered)
+
+    def render_format_error(self, message: str) -> str:
+        payload = json.dumps({"error": message, "type": "format"}, ensure_ascii=False)
+        return f"<observation>{payload}</observation>"
+
+
+def _ordered(specs: Iterable[ToolSpec], known: Sequence[str]) -> list[ToolSpec]:
+    """Known tools in the protocol's order, then the others in the order given."""
+    specs = list(specs)
+    rank = {name: i for i, name in enumerate(known)}
+    return sorted(specs, key=lambda s: (rank.get(s.name, len(rank)), specs.index(s)))
+
+
+# --------------------------------------------------------------------------------------------
+# zoom
+
+ZOOM_TOOL = "image_zoom_in_tool"
+COORDINATES = ("relative", "absolute")
+
+_BBOX_TEXT = {
+    "relative": (
+        "relative coordinates: integers from 0 to 1000 on both axes, where [0, 0] is the "
+        "top-left and [1000, 1000] the bottom-right corner of the image"
+    ),
+    "absolute": (
+        "absolute pixel coordinates in the image as it is shown to you, where [0, 0] is the "
+        "top-left corner"
+    ),
+}
+
+
+class Zoom(TaggedProtocol):
+    """DeepEyes / Qwen function calling with one fixed tool, ``image_zoom_in_tool``."""
+
+    name = "zoom"
+    known_tools = (ZOOM_TOOL,)
+
+    def __init__(self, coordinates: str = "relative") -> None:
+        if coordinates not in COORDINATES:
+            raise ValueError(f"zoom: coordinates must be one of {COORDINATES}, not {coordinates!r}")
+        self.coordinates = coordinates
+
+    def options(self) -> dict[str, Any]:
+        return {"coordinates": self.coordinates}
+
+    def tool_spec(self) -> ToolSpec:
+        """The zoom tool's header, stating this instance's coordinate convention."""
+        return ToolSpec(
+            name=ZOOM_TOOL,
+            description=(
+                "Zoom in on a region of the image by cropping it to a bounding box and return "
+                f"the enlarged crop. The box uses {_BBOX_TEXT[self.coordinates]}."
+            ),
+            parameters={
+                "type": "object",
+                "properties": {
+                    "bbox_2d": {
+                        "type": "array",
+                        "items": {"type": "number"},
+                        "minItems": 4,
+                        "maxItems": 4,
+                        "description": (
+                            "The region as [x1, y1, x2, y2]: (x1, y1) is its top-left and "
+                            f"(x2, y2) its bottom-right corner, in {self.coordinates} "
+                            "coordinates."
+                        ),
+                    },
+                    "label": {
+                        "type": "string",
+                        "description": "The name of the object in the region (optional).",
+                    },
+                },
+                "required": ["bbox_2d"],
+                "additionalProperties": False,
+            },
+        )
+
+    def tool_schema(self, name: str) -> dict[str, Any] | None:
+        return self.tool_spec().parameters if name == ZOOM_TOOL else None
+
+    def system_prompt(self, tools: Sequence[Any]) -> str:
+        specs = [ToolSpec.of(t) for t in tools]
+        if not specs:
+            return "You are a helpful assistant."
+        functions = []
+        for spec in specs:
+            # The protocol owns the coordinate convention, so it owns the zoom tool's header.
+            header = self.tool_spec() if spec.name == ZOOM_TOOL else spec
+            function = {
+                "name": header.name,
+                "description": header.description,
+                "parameters": header.parameters,
+            }
+            functions.append(json.dumps({"type": "function", "function": function}))
+        return "\n".join(
+            [
+                "You are a helpful assistant.",
+                "",
+                "# Tools",
+                "",
+                "You may call one or more functions to assist with the user query.",
+                "",
+                "You are provided with function signatures within <tools></tools> XML tags:",
+                "<tools>",
+                *functions,
+                "</tools>",
+                "",
+                "For each function call, return a json object with function name and arguments "
+                "within <tool_call></tool_call> XML tags:",
+                "<tool_call>",
+                '{"name": <function-name>, "arguments": <args-json-object>}',
+                "</tool_call>",
+            ]
+        )
+
+    def user_text(self, job: Job) -> str:
+        # DeepEyes puts the format instruction in the user turn.
+        return (
+            options_text(job) + "\nThink first, call **image_zoom_in_tool** if needed, then "
+            "answer. Format strictly as: <think>...</think> <tool_call>...</tool_call> (if "
+            "tools needed) <answer>...</answer>"
+        )
+
+    def parse(self, text: str, tools: Sequence[Any] | None = None) -> ParsedTurn:
+        if tools is not None:
+            # The zoom tool is always checked against this instance's own schema.
+            tools = [self.tool_spec() if ToolSpec.of(t).name == ZOOM_TOOL else t for t in tools]
+        return super().parse(text, tools)
+
+    def render_observation(self, results: Sequence[Observation], first_image_index: int) -> str:
+        rendered, index = [], first_image_index
+        for result in results:
+            if result.error is not None:
+                body = f"Error: {result.error}"
+            else:
+                body = _result_text(result, index)
+            index += attached_images(result)
+            rendered.append(f"<tool_response>\n{body}\n</tool_response>")
+        return "\n".join(rendered)
+
+    def render_format_error(self, message: str) -> str:
+        return f"<tool_response>\nError: {message}\n</tool_response>"
+
+
+# --------------------------------------------------------------------------------------------
+
+PROTOCOLS: dict[str, type[AgentProtocol]] = {R1V4.name: R1V4, Zoom.name: Zoom}
+DEFAULT_PROTOCOL = R1V4.name
+
+
+def get_protocol(name: str = DEFAULT_PROTOCOL, **options: Any) -> AgentProtocol:
+    """A protocol instance by name; unknown names and options are errors."""
+    try:
+        cls = PROTOCOLS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown protocol {name!r}; known: {', '.join(sorted(PROTOCOLS))}"
+        ) from None
+    try:
+        return cls(**options)
+    except TypeError as e:
+        raise ValueError(f"protocol {name!r}: invalid options {sorted(options)}: {e}") from None
