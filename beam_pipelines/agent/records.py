@@ -587,14 +587,15 @@ def answer_schema() -> pa.Schema:
 
 _LEADING_LETTER = re.compile(r"^[\(\[]?([A-Z])(?:[\)\]\.:,]|\s|$)")
 _STATED_LETTER = re.compile(r"\b(?i:answer|option|choice)\s*(?i:is|:)?\s*[\(\[]?([A-Z])\b(?![’'])")
+_LONE_LETTER = re.compile(r"[\(\[]?([a-z])[\)\]\.]?")
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 
 
 def parse_choice(answer: str | None, options: Sequence[str]) -> str | None:
     """The option letter an answer text names, or None.
 
-    Accepts ``B``, ``(B)``, ``B. red``, ``\\boxed{B}``, ``The answer is B`` and the exact text
-    of an option; a lone capital at the start only counts when it is a valid letter (so "A red
+    Accepts ``B``, ``b``, ``(B)``, ``B. red``, ``\\boxed{B}``, ``The answer is B`` and the exact
+    text of an option; a lone capital at the start only counts when it is a valid letter (so "A red
     cup" with options A-D is read as A only because A is an option letter: models answering
     multiple choice start with the letter).
     """
@@ -605,9 +606,9 @@ def parse_choice(answer: str | None, options: Sequence[str]) -> str | None:
     boxed = _BOXED.search(text)
     if boxed:
         text = boxed.group(1).strip()
-    m = _LEADING_LETTER.match(text)
-    if m and m.group(1) in letters:
-        return m.group(1)
+    m = _LEADING_LETTER.match(text) or _LONE_LETTER.fullmatch(text)
+    if m and m.group(1).upper() in letters:
+        return m.group(1).upper()
     folded = _normalise(text)
     for letter, option in zip(letters, options, strict=True):
         if folded == _normalise(option):
