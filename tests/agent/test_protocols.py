@@ -81,6 +81,24 @@ def test_parse_never_raises(text: str, protocol: str) -> None:
     assert sum([parsed.answer is not None, bool(parsed.tool_calls), parsed.error is not None]) == 1
 
 
+_NO_TAGS = st.text().filter(lambda t: "<" not in t and t.strip() == t)
+
+
+@settings(max_examples=200, deadline=None)
+@given(think=_NO_TAGS, code=st.text(), answer=_NO_TAGS.filter(bool))
+def test_well_formed_turns_parse_back_exactly(think: str, code: str, answer: str) -> None:
+    for text in (
+        f"<think>{think}</think>" + call("code", code=code),
+        f"<think>{think}</think>\n<tool_call>"
+        + json.dumps({"name": "code", "arguments": {"code": code}}, ensure_ascii=False)
+        + "</tool_call>",
+    ):
+        parsed = R1V4.parse(text)
+        assert parsed == ParsedTurn(think=think, tool_calls=(ToolCall("code", {"code": code}),))
+    parsed = R1V4.parse(f"<think>{think}</think><answer>{answer}</answer>")
+    assert parsed == ParsedTurn(think=think, answer=answer)
+
+
 def test_parse_survives_pathological_inputs() -> None:
     for text in [
         "<think>x</think><tool_call>" + "[" * 100_000 + "</tool_call>",
