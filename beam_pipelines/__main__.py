@@ -8,8 +8,10 @@ command, write both and list the `add_` function in `COMMANDS`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,6 +40,19 @@ def add_serve_command(subparsers: SubParsers) -> None:
         default=None,
         help="deployment config under agent_vlm/configs/<name>.pbtxt (default: config.pbtxt)",
     )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config parameter, e.g. --param checkpoint=/models/qwen3-vl (repeatable)",
+    )
+    parser.add_argument(
+        "--instance-kind",
+        choices=("KIND_CPU", "KIND_GPU"),
+        default=None,
+        help="run the model's instances on this kind instead of the config's",
+    )
     parser.add_argument("--log-file", type=Path, default=None, help="server log file")
     parser.add_argument(
         "--startup-timeout", type=float, default=300.0, help="seconds to wait for readiness"
@@ -48,24 +63,41 @@ def add_serve_command(subparsers: SubParsers) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Start the server, print its addresses, and block until SIGINT/SIGTERM."""
-    from beam_pipelines.serve import TritonServer, TritonStartupError
+    from beam_pipelines.serve import TritonServer, TritonStartupError, stage_model_repository
 
-    server = TritonServer(
-        args.model_repository,
-        model_config_name=args.model_config_name,
-        log_file=args.log_file,
-        startup_timeout_s=args.startup_timeout,
-        metrics=args.metrics,
-    )
+    try:
+        parameters = dict(_key_value(item) for item in args.param)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    try:
-        server.start()
-    except TritonStartupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    try:
+    with contextlib.ExitStack() as cleanup:
+        repository, config_name = args.model_repository, args.model_config_name
+        if parameters or args.instance_kind:
+            staging = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="agent-vlm-"))
+            repository = stage_model_repository(
+                staging,
+                source=args.model_repository,
+                model_config_name=config_name,
+                parameters=parameters,
+                instance_kind=args.instance_kind,
+            )
+            config_name = None
+        server = TritonServer(
+            repository,
+            model_config_name=config_name,
+            log_file=args.log_file,
+            startup_timeout_s=args.startup_timeout,
+            metrics=args.metrics,
+        )
+        try:
+            server.start()
+        except (TritonStartupError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        cleanup.callback(server.stop)
         print(f"agent_vlm ready: grpc {server.grpc_url}  http {server.http_url}", flush=True)
         if args.metrics:
             print(f"metrics: {server.metrics_url}", flush=True)
@@ -74,9 +106,14 @@ def run_serve(args: argparse.Namespace) -> int:
             if not server.running:
                 print(f"error: tritonserver exited\n{server.log_tail()}", file=sys.stderr)
                 return 1
-    finally:
-        server.stop()
     return 0
+
+
+def _key_value(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--param takes KEY=VALUE, got {item!r}")
+    return key, value
 
 
 COMMANDS: tuple[Callable[[SubParsers], None], ...] = (add_serve_command,)

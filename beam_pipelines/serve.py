@@ -2,14 +2,16 @@
 
 Runs the real `tritonserver` binary shipped in the `nvidia-pytriton` wheel: it prepares a
 Python-backend directory with the stub for the running interpreter, puts the wheel's bundled
-libraries on `LD_LIBRARY_PATH` and this environment's `bin/` first on `PATH` (the stub finds
-packages through the first `python3` there), binds 127.0.0.1 on free ports, loads one model
-explicitly, logs to a file, and waits until the model is ready.
+libraries and this interpreter's `libpython` on `LD_LIBRARY_PATH` and this environment's `bin/`
+first on `PATH` (the stub finds packages through the first `python3` there), binds 127.0.0.1 on
+free ports, loads one model explicitly, logs to a file, and waits until the model is ready.
 
     with TritonServer() as server:
         client = tritonclient.grpc.InferenceServerClient(server.grpc_url)
 
 Startup failures raise `TritonStartupError` with the tail of the server log.
+`stage_model_repository` derives a one-model repository from a deployment config with some
+parameters changed (another checkpoint, CPU instead of GPU) without editing the project's files.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import urllib.error
@@ -271,8 +274,13 @@ class TritonServer:
         # The stub embeds libpython and finds site-packages via the first python3 on PATH.
         env_bin = str(Path(sys.executable).parent)
         env["PATH"] = os.pathsep.join(p for p in (env_bin, env.get("PATH", "")) if p)
+        # The stub links libpython3.11 dynamically; give it this interpreter's own, or it takes
+        # the system's, whose older ABI breaks this interpreter's extension modules (_ssl).
+        libraries = [str(installation.library_dir)]
+        if sysconfig.get_config_var("Py_ENABLE_SHARED"):
+            libraries.insert(0, str(sysconfig.get_config_var("LIBDIR")))
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
-            p for p in (str(installation.library_dir), env.get("LD_LIBRARY_PATH", "")) if p
+            p for p in (*libraries, env.get("LD_LIBRARY_PATH", "")) if p
         )
         return env
 
@@ -314,6 +322,56 @@ class TritonServer:
         if name not in self._ports:
             raise RuntimeError(f"the server has no {name} port (not started, or {name} disabled)")
         return self._ports[name]
+
+
+def stage_model_repository(
+    destination: Path | str,
+    *,
+    source: Path | str = DEFAULT_MODEL_REPOSITORY,
+    model_name: str = DEFAULT_MODEL_NAME,
+    model_config_name: str | None = None,
+    parameters: Mapping[str, str] | None = None,
+    instance_kind: str | None = None,
+    max_batch_size: int | None = None,
+) -> Path:
+    """Write a repository holding `model_name` with a derived `config.pbtxt`; returns it.
+
+    The config is the source model's `config.pbtxt` (or `configs/<model_config_name>.pbtxt`)
+    with `parameters` set, and optionally every instance group moved to `instance_kind`
+    (`KIND_CPU` or `KIND_GPU`) and `max_batch_size` changed. Every other entry of the source
+    model directory (the code in `1/`, checkpoints) is symlinked, so relative checkpoint paths
+    keep working and the served code is the project's own.
+    """
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    source_dir = Path(source).resolve() / model_name
+    config_path = (
+        source_dir / "configs" / f"{model_config_name}.pbtxt"
+        if model_config_name
+        else source_dir / "config.pbtxt"
+    )
+    if not config_path.exists():
+        raise FileNotFoundError(f"model config not found: {config_path}")
+    config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
+    for key, value in (parameters or {}).items():
+        config.parameters[key].string_value = value
+    if instance_kind is not None:
+        kind = model_config_pb2.ModelInstanceGroup.Kind.Value(instance_kind)
+        for group in config.instance_group:
+            group.kind = kind
+            if kind != model_config_pb2.ModelInstanceGroup.KIND_GPU:
+                del group.gpus[:]
+    if max_batch_size is not None:
+        config.max_batch_size = max_batch_size
+
+    model_dir = Path(destination) / model_name
+    model_dir.mkdir(parents=True, exist_ok=False)
+    for entry in source_dir.iterdir():
+        if entry.name not in ("config.pbtxt", "configs", "__pycache__"):
+            (model_dir / entry.name).symlink_to(entry)
+    (model_dir / "config.pbtxt").write_text(text_format.MessageToString(config))
+    return Path(destination)
 
 
 def _http_ok(url: str) -> bool:
