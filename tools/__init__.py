@@ -1,0 +1,12 @@
+"""The agent's tools: pure Python, no Beam and no Triton import.
+
+Public API:
+
+- ``tools.base``: the ``Tool`` protocol, ``ToolContext``, ``ToolResult`` and the error classes;
+- ``tools.registry``: ``build_tools(names, **per_tool_settings)``, ``run_tool``,
+  ``validate_arguments``, ``register_tool``;
+- ``tools.code.CodeTool`` (``code``) over ``tools.sandbox.Sandbox``;
+- ``tools.zoom.ZoomTool`` (``image_zoom_in_tool``).
+
+Submodules are imported on demand, so importing ``tools`` starts nothing.
+"""

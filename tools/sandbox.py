@@ -1,0 +1,1029 @@
+"""Run model-written Python in a throwaway sandbox process, with a warm pool of ready ones.
+
+Every call gets a fresh process that is used for exactly one job and then destroyed, so no
+state (globals, files, processes) can leak from one call into the next. Starting that process
+(bubblewrap, the interpreter, importing Pillow and numpy) costs far more than a typical job, so
+a pool keeps ``pool_size`` of them started and waiting; a background thread replaces each one
+as it is used and cleans up the used ones. With ``pool_size=0`` every call starts its own.
+
+Two protection levels, reported as ``Sandbox.protection``:
+
+``"bubblewrap"`` (strong): ``bwrap`` with new pid, network, ipc and uts namespaces, no
+capabilities, an empty root filesystem holding only read-only system directories (``/usr``,
+``/lib*``, ``/bin``, ``/etc``) and the interpreter's own directories, a fresh ``/proc`` and
+``/dev``, and a size-limited tmpfs at ``/tmp`` as the scratch directory and only writable
+place (it vanishes with the sandbox). Home directories, ``/run``, the repository and data
+directories are simply not there, so files holding secrets cannot be read. Plus rlimits.
+
+``"fallback"`` (when ``bwrap`` is missing or unusable): a plain child process with rlimits,
+``unshare --net`` when permitted (no network), a private scratch directory on the host, and a
+Python audit hook that refuses process creation, sockets, ctypes and writes outside scratch.
+The audit hook only sees Python-level operations, so this mode is weaker; ``require_strong``
+refuses to run without bubblewrap.
+
+In both modes the environment starts empty (no inherited secrets), and when the parent runs
+as root each sandbox also runs as its own unprivileged user, leased from ``uid_base`` upwards
+with a lock file so that concurrent processes never share one. That makes ``RLIMIT_NPROC`` a
+per-sandbox limit (the kernel ignores it for root), keeps root-only files unreadable, and lets
+cleanup kill every process the sandbox left behind. As a non-root user, bubblewrap's user
+namespace gives the per-sandbox process count; the non-root fallback can only bound the user's
+process count as a whole (best effort).
+
+Limits (``SandboxLimits``): wall clock (the parent kills the sandbox), CPU time, address space,
+processes, file size, output size (stdout is kept from the start, stderr from the end, each
+truncated with a note), number of returned images (the first N saved are returned, with a
+note), pixels per image (an image over the limit is refused with an error telling the model to
+downscale; it is never silently resized), and total image bytes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import pwd
+import random
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from tools import sandbox_runner
+from tools.base import ToolUnavailableError
+
+log = logging.getLogger(__name__)
+
+PROTECTIONS = ("bubblewrap", "fallback")
+
+_RUNNER_SOURCE = Path(sandbox_runner.__file__).read_text()
+_SCRATCH_INSIDE = "/tmp"  # the scratch directory's path inside a bubblewrap sandbox
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Per-call limits; every one is enforced by the kernel or by the parent."""
+
+    wall_s: float = 10.0
+    cpu_s: float = 10.0
+    memory_bytes: int = 1 << 30  # address space (RLIMIT_AS)
+    output_bytes: int = 4096  # of stdout, and separately of stderr, returned to the model
+    max_images: int = 8
+    max_image_pixels: int = 4096 * 4096
+    max_image_bytes: int = 128 << 20  # all returned PNGs together
+    max_processes: int = 32  # processes and threads of the sandbox's user
+    scratch_bytes: int = 256 << 20  # the scratch tmpfs, and the largest file (RLIMIT_FSIZE)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if getattr(self, f.name) <= 0:
+                raise ValueError(f"sandbox limit {f.name} must be positive")
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """How sandboxes are made: limits, protection, pool size."""
+
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+    #: "auto" (bubblewrap when usable, else fallback), "bubblewrap" or "fallback".
+    protection: str = "auto"
+    #: Refuse to run (ToolUnavailableError) unless bubblewrap protection is active.
+    require_strong: bool = False
+    #: Started sandboxes kept waiting for a call; 0 starts one per call.
+    pool_size: int = 2
+    #: How long a new sandbox may take to start (interpreter and imports) before a call fails.
+    startup_timeout_s: float = 30.0
+    #: Path of the bwrap binary; None looks it up on PATH.
+    bwrap: str | None = None
+    #: Range of user ids leased to sandboxes when the parent is root.
+    uid_base: int = 61000
+    uid_count: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.protection not in ("auto", *PROTECTIONS):
+            raise ValueError(
+                f"protection must be 'auto', 'bubblewrap' or 'fallback', not {self.protection!r}"
+            )
+        if self.require_strong and self.protection == "fallback":
+            raise ValueError("require_strong=True contradicts protection='fallback'")
+        if self.pool_size < 0 or self.uid_count <= 0 or self.startup_timeout_s <= 0:
+            raise ValueError("pool_size must be >= 0; uid_count, startup_timeout_s > 0")
+
+    @classmethod
+    def from_settings(cls, **settings: Any) -> SandboxConfig:
+        """A config from flat settings: limit names and config names mixed; unknown: error."""
+        limit_names = {f.name for f in fields(SandboxLimits)}
+        config_names = {f.name for f in fields(cls)} - {"limits"}
+        unknown = sorted(set(settings) - limit_names - config_names)
+        if unknown:
+            known = ", ".join(sorted(limit_names | config_names))
+            raise TypeError(f"unknown sandbox setting {unknown[0]!r}; known settings: {known}")
+        limits = SandboxLimits(**{k: v for k, v in settings.items() if k in limit_names})
+        return cls(limits=limits, **{k: v for k, v in settings.items() if k in config_names})
+
+
+@dataclass(frozen=True)
+class SandboxOutcome:
+    """What one run produced. ``reason`` is set (for the model) whenever ``status != "ok"``.
+
+    ``status``: ``ok``; ``error`` (the code raised, or an image was refused); ``timeout``
+    (wall clock); ``killed`` (the process died: CPU time, memory, a crash, ``os._exit``).
+    ``stdout``/``stderr`` are already truncated to the output limit, with a note saying so.
+    """
+
+    status: str
+    stdout: str
+    stderr: str
+    images: tuple[bytes, ...]
+    notes: tuple[str, ...]
+    reason: str | None
+    protection: str
+    elapsed_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+# --------------------------------------------------------------------------------------------
+# How a sandbox process is launched
+
+
+@dataclass(frozen=True)
+class _Launcher:
+    """The command line of one protection level, found to work by probing."""
+
+    protection: str
+    prefix: tuple[str, ...]  # bwrap ... -- / unshare --net -- / nothing
+    own_uid: bool  # each sandbox gets a leased uid and the runner drops to it (root only)
+    network_isolated: bool
+
+    @property
+    def details(self) -> str:
+        parts = [self.protection]
+        parts.append("no network" if self.network_isolated else "network not isolated")
+        parts.append("own uid per sandbox" if self.own_uid else "same uid as the parent")
+        if self.protection == "fallback":
+            parts.append("audit hook")
+        return ", ".join(parts)
+
+    def argv(self, scratch: str, result_fd: int, uid: int | None, probe: bool) -> list[str]:
+        argv = [*self.prefix, sys.executable, "-I", "-B", "-c", _RUNNER_SOURCE]
+        argv += ["--result-fd", str(result_fd), "--scratch", scratch]
+        if uid is not None:
+            argv += ["--uid", str(uid), "--gid", str(uid)]
+        if self.protection == "fallback":
+            argv += ["--fallback", "1", "--parent", str(os.getpid())]
+        if probe:
+            argv += ["--probe", "1"]
+        return argv
+
+
+def _child_env(scratch: str) -> dict[str, str]:
+    """The whole environment of the model's code: nothing inherited from the parent."""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": scratch,
+        "TMPDIR": scratch,
+        "LANG": "C.UTF-8",
+        "MPLCONFIGDIR": scratch,
+        # One thread each: threads count against the process limit and the CPU is shared.
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+
+
+def _python_dirs() -> list[str]:
+    """Directories the interpreter needs that the system directories do not already hold."""
+    import numpy
+    import PIL
+
+    candidates = {
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        sys.base_exec_prefix,
+        os.path.dirname(os.path.dirname(sys.executable)),
+        os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))),
+        os.path.dirname(os.path.dirname(PIL.__file__)),
+        os.path.dirname(os.path.dirname(numpy.__file__)),
+    }
+    real = sorted({os.path.realpath(p) for p in candidates} | candidates)
+    chosen: list[str] = []
+    for path in real:
+        if not os.path.isdir(path) or os.path.islink(path):
+            continue
+        covered = [*_SYSTEM_DIRS, *chosen]
+        if any(path == c or path.startswith(c.rstrip("/") + "/") for c in covered):
+            continue
+        chosen.append(path)
+    return chosen
+
+
+def _bwrap_features(bwrap: str) -> set[str]:
+    text = subprocess.run(
+        [bwrap, "--help"], capture_output=True, text=True, timeout=10, env={}
+    ).stdout
+    return {opt for opt in ("--size", "--perms", "--chmod", "--remount-ro") if opt in text}
+
+
+def _bwrap_prefix(bwrap: str, privileged: bool, scratch_bytes: int) -> tuple[str, ...]:
+    features = _bwrap_features(bwrap)
+    argv = [bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net"]
+    argv += ["--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--hostname", "sandbox"]
+    if privileged:
+        # Root without a user namespace, so that the sandbox's user is a real, unprivileged
+        # uid on the host; the runner needs these two capabilities only to switch to it.
+        argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        argv += ["--unshare-user", "--cap-drop", "ALL"]
+    for path in _SYSTEM_DIRS:
+        if os.path.islink(path):
+            argv += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            argv += ["--ro-bind", path, path]
+    made: set[str] = set()
+    for path in _python_dirs():
+        parts = Path(path).parts
+        for depth in range(2, len(parts)):
+            ancestor = str(Path(*parts[:depth]))
+            if ancestor not in made:
+                made.add(ancestor)
+                # Parents are created 0755: the originals (e.g. /root) may be private.
+                argv += (["--perms", "0755"] if "--perms" in features else []) + ["--dir", ancestor]
+        argv += ["--ro-bind", path, path]
+    argv += ["--dev", "/dev", "--proc", "/proc"]
+    if "--perms" in features:
+        argv += ["--perms", "01777"]
+    if "--size" in features:
+        argv += ["--size", str(scratch_bytes)]
+    argv += ["--tmpfs", _SCRATCH_INSIDE]
+    if "--perms" not in features and "--chmod" in features:
+        argv += ["--chmod", "01777", _SCRATCH_INSIDE]
+    if "--remount-ro" in features:
+        argv += ["--remount-ro", "/"]
+    argv += ["--chdir", _SCRATCH_INSIDE, "--clearenv"]
+    for key, value in _child_env(_SCRATCH_INSIDE).items():
+        argv += ["--setenv", key, value]
+    return (*argv, "--")
+
+
+_unshare_ok: bool | None = None
+
+
+def _unshare_net_works() -> bool:
+    global _unshare_ok
+    if _unshare_ok is None:
+        tool = shutil.which("unshare")
+        try:
+            _unshare_ok = bool(tool) and (
+                subprocess.run(
+                    [tool, "--net", "--", "true"], capture_output=True, timeout=10, env={}
+                ).returncode
+                == 0
+            )
+        except (OSError, subprocess.SubprocessError):
+            _unshare_ok = False
+    return _unshare_ok
+
+
+def _fallback_launcher(own_uid: bool) -> _Launcher:
+    prefix: tuple[str, ...] = ()
+    if os.geteuid() == 0 and _unshare_net_works():
+        # As root: a new network namespace (nothing but a down loopback); the runner then
+        # drops to the sandbox's uid. Without root there is no netns; the audit hook remains.
+        prefix = (shutil.which("unshare") or "unshare", "--net", "--")
+    return _Launcher("fallback", prefix, own_uid, bool(prefix))
+
+
+# --------------------------------------------------------------------------------------------
+# Per-sandbox user ids (root only)
+
+
+class _UidLeases:
+    """Unused uids from a range, one per live sandbox, locked across processes with flock."""
+
+    def __init__(self, base: int, count: int) -> None:
+        self.base, self.count = base, count
+        root = "/run" if os.access("/run", os.W_OK) else tempfile.gettempdir()
+        self.folder = os.path.join(root, "tools-sandbox-uids")
+        os.makedirs(self.folder, mode=0o700, exist_ok=True)
+        self._held: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self) -> int:
+        import fcntl
+
+        with self._lock:
+            start = random.randrange(self.count)
+            for step in range(self.count):
+                uid = self.base + (start + step) % self.count
+                if uid in self._held or _user_exists(uid):
+                    continue
+                fd = os.open(
+                    os.path.join(self.folder, str(uid)), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC
+                )
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(fd)
+                    continue
+                self._held[uid] = fd
+                return uid
+        raise ToolUnavailableError(
+            f"no free sandbox user id in {self.base}..{self.base + self.count - 1}"
+        )
+
+    def release(self, uid: int) -> None:
+        with self._lock:
+            fd = self._held.pop(uid, None)
+        if fd is not None:
+            os.close(fd)  # closing the only descriptor releases the flock
+
+    def forget(self) -> None:
+        """After fork, in the child: the locks belong to the parent; drop them silently."""
+        for fd in self._held.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._held.clear()
+        self._lock = threading.Lock()
+
+
+def _user_exists(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
+
+
+def _uid_processes(uid: int) -> int:
+    """Live (non-zombie) processes whose real or effective uid is ``uid``."""
+    count = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status") as status:
+                lines = status.read().splitlines()
+        except OSError:
+            continue
+        state = next((line for line in lines if line.startswith("State:")), "")
+        uids = next((line for line in lines if line.startswith("Uid:")), "").split()[1:3]
+        if str(uid) in uids and "Z" not in state.split()[1:2]:
+            count += 1
+    return count
+
+
+def _kill_uid(uid: int) -> bool:
+    """SIGKILL every process of ``uid`` (kill(-1) sent as that user); True when none is left."""
+    kill = shutil.which("kill", path="/usr/bin:/bin")
+    command = [kill, "-9", "-1"] if kill else [sys.executable, "-I", "-S", "-c",
+               "import os\ntry: os.kill(-1, 9)\nexcept OSError: pass"]  # fmt: skip
+    for attempt in range(5):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(
+                command, user=uid, group=uid, extra_groups=[], env={}, timeout=10,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        if not _uid_processes(uid):
+            return True
+        time.sleep(0.02 * (attempt + 1))
+    return False
+
+
+def _own_task_count() -> int:
+    """Threads of all processes of this user (what RLIMIT_NPROC counts)."""
+    total = 0
+    me = str(os.getuid())
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status") as status:
+                text = status.read()
+        except OSError:
+            continue
+        lines = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        if lines.get("Uid", "").split()[:1] == [me]:
+            total += int(lines.get("Threads", "1").strip() or 1)
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# One sandbox process
+
+
+class _Capture:
+    """Bounded capture of one output stream: the first or the last ``limit`` bytes."""
+
+    def __init__(self, limit: int, keep: str) -> None:
+        self.limit, self.keep = limit, keep
+        self.data = bytearray()
+        self.total = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        if self.keep == "head":
+            room = self.limit - len(self.data)
+            if room > 0:
+                self.data += chunk[:room]
+        else:
+            self.data += chunk
+            if len(self.data) > self.limit:
+                del self.data[: len(self.data) - self.limit]
+
+    def text(self, stream: str) -> str:
+        body = self.data.decode("utf-8", errors="replace")
+        if self.total <= self.limit:
+            return body
+        if self.keep == "head":
+            return (
+                f"{body}\n[{stream} truncated: {self.total} bytes were written, only the first "
+                f"{self.limit} are shown]"
+            )
+        return (
+            f"[{stream} truncated: {self.total} bytes were written, only the last {self.limit} "
+            f"are shown]\n{body}"
+        )
+
+
+@dataclass
+class _Raw:
+    """What the parent observed of one run, before interpretation."""
+
+    stdout: _Capture
+    stderr: _Capture
+    result: dict[str, Any] | None = None
+    blobs: list[bytes] = field(default_factory=list)
+    timed_out: bool = False
+    returncode: int | None = None
+    invalid: str | None = None  # the sandbox broke the result protocol
+    startup_failed: bool = False
+
+
+class _Worker:
+    """One sandbox process, used for at most one job."""
+
+    def __init__(self, launcher: _Launcher, limits: SandboxLimits, leases: _UidLeases | None):
+        self.launcher = launcher
+        self.leases = leases
+        self.uid = leases.acquire() if leases else None
+        self.scratch_host: str | None = None
+        self.result_fd = -1
+        self.proc: subprocess.Popen[bytes] | None = None
+        try:
+            self._start(limits)
+        except BaseException:
+            self.destroy()
+            raise
+
+    def _start(self, limits: SandboxLimits, probe: bool = False) -> None:
+        if self.launcher.protection == "bubblewrap":
+            scratch, env = _SCRATCH_INSIDE, {}
+        else:
+            self.scratch_host = tempfile.mkdtemp(prefix="tools-sandbox-")
+            if self.uid is not None:
+                os.chown(self.scratch_host, self.uid, self.uid)
+            scratch, env = self.scratch_host, _child_env(self.scratch_host)
+        read_end, write_end = os.pipe()
+        self.result_fd = read_end
+        try:
+            self.proc = subprocess.Popen(
+                self.launcher.argv(scratch, write_end, self.uid, probe),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(write_end,),
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as error:
+            raise ToolUnavailableError(f"cannot start a sandbox process: {error}") from error
+        finally:
+            os.close(write_end)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def run(self, job: bytes, limits: SandboxLimits, startup_timeout_s: float) -> _Raw:
+        """Send ``job``, collect output and result until done or out of time."""
+        assert self.proc is not None and self.proc.stdin and self.proc.stdout and self.proc.stderr
+        raw = _Raw(_Capture(limits.output_bytes, "head"), _Capture(limits.output_bytes, "tail"))
+        stdin, stdout, stderr = self.proc.stdin, self.proc.stdout, self.proc.stderr
+        result_cap = limits.max_image_bytes + (1 << 20)
+        buffer = bytearray()
+        pending = memoryview(job)
+        selector = selectors.DefaultSelector()
+        for stream in (stdin, stdout, stderr):
+            os.set_blocking(stream.fileno(), False)
+        os.set_blocking(self.result_fd, False)
+        selector.register(stdin.fileno(), selectors.EVENT_WRITE, "stdin")
+        selector.register(stdout.fileno(), selectors.EVENT_READ, raw.stdout)
+        selector.register(stderr.fileno(), selectors.EVENT_READ, raw.stderr)
+        selector.register(self.result_fd, selectors.EVENT_READ, "result")
+        deadline = time.monotonic() + startup_timeout_s
+        ready = False
+        result_open = True
+        try:
+            while result_open and raw.result is None and raw.invalid is None:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    raw.timed_out, raw.startup_failed = True, not ready
+                    break
+                for key, _ in selector.select(timeout):
+                    if key.data == "stdin":
+                        try:
+                            pending = pending[os.write(key.fd, pending) :]
+                        except BrokenPipeError:
+                            pending = pending[:0]
+                        if not pending:
+                            selector.unregister(key.fd)
+                            stdin.close()
+                        continue
+                    chunk = os.read(key.fd, 1 << 16)
+                    if key.data == "result":
+                        if not chunk:
+                            selector.unregister(key.fd)
+                            result_open = False
+                            continue
+                        buffer += chunk
+                        if len(buffer) > result_cap:
+                            raw.invalid = "it returned more data than the image limits allow"
+                            break
+                        while raw.result is None and raw.invalid is None:
+                            try:
+                                message = sandbox_runner.decode_message(buffer)
+                            except ValueError as error:
+                                raw.invalid = f"its result could not be read ({error})"
+                                break
+                            if message is None:
+                                break
+                            header, blobs, size = message
+                            del buffer[:size]
+                            if header.get("type") == "ready" and not ready:
+                                # The clock starts when the code can run, not at startup.
+                                ready = True
+                                deadline = time.monotonic() + limits.wall_s
+                            elif header.get("type") == "result" and ready:
+                                raw.result, raw.blobs = header, blobs
+                            else:
+                                raw.invalid = "it sent an unexpected message"
+                    elif chunk:
+                        key.data.add(chunk)
+                    else:
+                        selector.unregister(key.fd)
+            if raw.result is not None:
+                # Output written before the result is already in the pipes: take what is there.
+                self._drain(selector, raw)
+            elif not raw.timed_out and raw.invalid is None:
+                # The result pipe closed without a result: the process died. Its exit status
+                # says why; wait briefly for it and for the rest of its output.
+                try:
+                    raw.returncode = self.proc.wait(timeout=1.0)
+                except subprocess.TimeoutExpired:
+                    raw.returncode = None
+                self._drain(selector, raw)
+        finally:
+            selector.close()
+        return raw
+
+    @staticmethod
+    def _drain(selector: selectors.BaseSelector, raw: _Raw) -> None:
+        for key in list(selector.get_map().values()):
+            if not isinstance(key.data, _Capture):
+                continue
+            for _ in range(256):  # bounded: a live child could keep writing
+                try:
+                    chunk = os.read(key.fd, 1 << 16)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    break
+                key.data.add(chunk)
+
+    def destroy(self) -> None:
+        """Kill the sandbox and everything it started; free its uid and scratch directory."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+            for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+            self.proc = None
+        if self.result_fd >= 0:
+            os.close(self.result_fd)
+            self.result_fd = -1
+        if self.uid is not None and self.leases is not None:
+            # bubblewrap's pid namespace already took everything down; in the fallback,
+            # processes the code detached (setsid) are found by their uid.
+            if _kill_uid(self.uid):
+                self.leases.release(self.uid)
+            else:  # keep the uid leased (unused) rather than hand a dirty one out again
+                log.warning("sandbox uid %d still has processes; not reusing it", self.uid)
+            self.uid = None
+        if self.scratch_host is not None:
+            shutil.rmtree(self.scratch_host, ignore_errors=True)
+            self.scratch_host = None
+
+
+# --------------------------------------------------------------------------------------------
+# The sandbox and its pool
+
+_live: weakref.WeakSet[Sandbox] = weakref.WeakSet()
+
+
+class Sandbox:
+    """Runs code in fresh sandbox processes; thread-safe; start nothing until first used."""
+
+    def __init__(self, config: SandboxConfig | None = None, **settings: Any) -> None:
+        if config is not None and settings:
+            raise TypeError("give either a SandboxConfig or settings, not both")
+        self.config = config or SandboxConfig.from_settings(**settings)
+        self._launcher: _Launcher | None = None
+        self._unavailable: str | None = None
+        self._leases: _UidLeases | None = None
+        self._init_state()
+        _live.add(self)
+
+    def _init_state(self) -> None:
+        self._cond = threading.Condition()
+        self._probe_lock = threading.Lock()
+        self._idle: deque[_Worker] = deque()
+        self._retired: list[_Worker] = []
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # -- protection ---------------------------------------------------------------------------
+
+    @property
+    def protection(self) -> str:
+        """``"bubblewrap"`` or ``"fallback"``: what protects calls here (probes on first use)."""
+        return self._launch().protection
+
+    @property
+    def details(self) -> str:
+        """A short description of the active protection, e.g. for a run's manifest."""
+        return self._launch().details
+
+    def _launch(self) -> _Launcher:
+        with self._probe_lock:
+            if self._launcher is None:
+                if self._unavailable is not None:
+                    raise ToolUnavailableError(self._unavailable)
+                try:
+                    self._launcher = self._choose()
+                except ToolUnavailableError as error:
+                    self._unavailable = str(error)
+                    raise
+            return self._launcher
+
+    def _choose(self) -> _Launcher:
+        config = self.config
+        privileged = os.geteuid() == 0
+        if privileged:
+            self._leases = _UidLeases(config.uid_base, config.uid_count)
+        if config.protection in ("auto", "bubblewrap"):
+            bwrap = config.bwrap or shutil.which("bwrap")
+            if bwrap is None:
+                problem = "bwrap is not installed"
+            else:
+                prefix = _bwrap_prefix(bwrap, privileged, config.limits.scratch_bytes)
+                launcher = _Launcher("bubblewrap", prefix, privileged, True)
+                problem = self._probe(launcher)
+                if problem is None:
+                    return launcher
+            if config.protection == "bubblewrap" or config.require_strong:
+                raise ToolUnavailableError(
+                    f"the code sandbox needs bubblewrap here but {problem}; install bubblewrap "
+                    "(Debian/Ubuntu package 'bubblewrap') and allow it to create namespaces"
+                )
+            log.warning("code sandbox: using the weaker fallback protection: %s", problem)
+        launcher = _fallback_launcher(own_uid=privileged)
+        problem = self._probe(launcher)
+        if problem is not None and privileged:
+            # Without bubblewrap's private filesystem, another uid can only run the interpreter
+            # if its files are readable by everyone (a pyenv under /root is not). Then the
+            # sandbox keeps the parent's uid: process limits and file protection rest on the
+            # audit hook alone.
+            launcher = _fallback_launcher(own_uid=False)
+            problem = self._probe(launcher)
+            if problem is None:
+                log.warning(
+                    "code sandbox: the interpreter is not readable by other users, so fallback "
+                    "sandboxes run with the parent's uid"
+                )
+        if problem is not None:
+            raise ToolUnavailableError(f"the code sandbox cannot start: {problem}")
+        return launcher
+
+    def _probe(self, launcher: _Launcher) -> str | None:
+        """None when a sandbox of this kind starts and imports Pillow; else what went wrong."""
+        worker = _Worker.__new__(_Worker)
+        worker.launcher = launcher
+        worker.leases = self._leases if launcher.own_uid else None
+        worker.uid = worker.leases.acquire() if worker.leases else None
+        worker.scratch_host, worker.result_fd, worker.proc = None, -1, None
+        try:
+            worker._start(self.config.limits, probe=True)
+            assert worker.proc is not None
+            try:
+                _, err = worker.proc.communicate(timeout=self.config.startup_timeout_s)
+            except subprocess.TimeoutExpired:
+                return "it did not start in time"
+            os.set_blocking(worker.result_fd, False)
+            try:
+                said = os.read(worker.result_fd, 1 << 16)
+            except BlockingIOError:
+                said = b""
+            message = sandbox_runner.decode_message(said) if said else None
+            if worker.proc.returncode != 0 or not message or message[0].get("type") != "ready":
+                detail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+                return f"a test sandbox failed (exit status {worker.proc.returncode}: {detail[0]})"
+            return None
+        except ToolUnavailableError as error:
+            return str(error)
+        finally:
+            worker.destroy()
+
+    # -- running ------------------------------------------------------------------------------
+
+    def run(
+        self,
+        code: str,
+        image: bytes,
+        sub_images: tuple[bytes, ...] = (),
+        *,
+        wall_s: float | None = None,
+        max_images: int | None = None,
+    ) -> SandboxOutcome:
+        """Run ``code`` with ``image`` (encoded original) and earlier PNG ``sub_images``.
+
+        ``wall_s`` and ``max_images`` can only lower the configured limits.
+        """
+        launcher = self._launch()
+        limits = self.config.limits
+        if wall_s is not None:
+            limits = replace(limits, wall_s=max(min(limits.wall_s, wall_s), 0.001))
+        if max_images is not None:
+            limits = replace(limits, max_images=max(min(limits.max_images, max_images), 0))
+        job = sandbox_runner.encode_message(
+            {"type": "job", "code": code, "limits": self._job_limits(limits, launcher)},
+            [image, *sub_images],
+        )
+        started = time.monotonic()
+        worker = self._take(launcher)
+        try:
+            raw = worker.run(job, limits, self.config.startup_timeout_s)
+        finally:
+            self._retire(worker)
+        if raw.startup_failed:
+            raise ToolUnavailableError(
+                f"a sandbox did not become ready within {self.config.startup_timeout_s:g} s"
+            )
+        return _interpret(raw, limits, launcher.protection, time.monotonic() - started)
+
+    def _job_limits(self, limits: SandboxLimits, launcher: _Launcher) -> dict[str, Any]:
+        values = {f.name: getattr(limits, f.name) for f in fields(limits)}
+        if not launcher.own_uid and launcher.protection == "fallback":
+            # Same uid as this process: RLIMIT_NPROC counts all of the user's tasks.
+            values["max_processes"] = _own_task_count() + limits.max_processes
+        return values
+
+    def warm(self) -> None:
+        """Start the pool now rather than at the first call (e.g. in a DoFn's setup)."""
+        self._launch()
+        with self._cond:
+            self._ensure_thread()
+            self._cond.notify_all()
+
+    def _take(self, launcher: _Launcher) -> _Worker:
+        with self._cond:
+            if self._closed:
+                raise ToolUnavailableError("the sandbox has been closed")
+            self._ensure_thread()
+            while self._idle:
+                worker = self._idle.popleft()
+                if worker.alive():
+                    self._cond.notify_all()  # the pool thread starts a replacement
+                    return worker
+                self._retired.append(worker)
+            self._cond.notify_all()
+        # Nothing waiting: start one in the calling thread. (Its parent-death signal is tied
+        # to this thread, which lives until the call ends, when the worker is destroyed.)
+        return _Worker(launcher, self.config.limits, self._leases if launcher.own_uid else None)
+
+    def _retire(self, worker: _Worker) -> None:
+        with self._cond:
+            self._retired.append(worker)
+            self._ensure_thread()
+            self._cond.notify_all()
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None and not self._closed:
+            self._thread = threading.Thread(target=self._maintain, name="sandbox-pool", daemon=True)
+            self._thread.start()
+
+    def _maintain(self) -> None:
+        """Pool thread: destroy used sandboxes, keep ``pool_size`` fresh ones waiting.
+
+        Pooled sandboxes are started here, and this thread lives as long as the pool: a
+        sandbox's parent-death signal fires when the *thread* that started it exits.
+        """
+        failures = 0
+        while True:
+            with self._cond:
+                while (
+                    not self._closed
+                    and not self._retired
+                    and len(self._idle) >= self.config.pool_size
+                ):
+                    self._cond.wait()
+                if self._closed:
+                    retired, self._retired = self._retired + list(self._idle), []
+                    self._idle.clear()
+                else:
+                    retired, self._retired = self._retired, []
+                start = not self._closed and len(self._idle) < self.config.pool_size
+            for worker in retired:
+                worker.destroy()
+            if not start:
+                if self._closed:
+                    return
+                continue
+            try:
+                assert self._launcher is not None
+                leases = self._leases if self._launcher.own_uid else None
+                worker = _Worker(self._launcher, self.config.limits, leases)
+                failures = 0
+            except Exception:  # keep the pool alive; calls start their own
+                failures += 1
+                log.exception("could not start a pooled sandbox")
+                time.sleep(min(0.1 * 2**failures, 5.0))
+                continue
+            with self._cond:
+                if self._closed:
+                    self._retired.append(worker)
+                else:
+                    self._idle.append(worker)
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        """Stop the pool and destroy every waiting sandbox. Calls after this fail."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+            idle, self._idle = list(self._idle), deque()
+            retired, self._retired = self._retired, []
+            self._cond.notify_all()
+        if thread is not None:
+            thread.join(timeout=30)
+        for worker in idle + retired:
+            worker.destroy()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _after_fork_in_child(self) -> None:
+        # The waiting sandboxes belong to the parent; the child starts its own when needed.
+        self._init_state()
+        if self._leases is not None:
+            self._leases.forget()
+
+
+def _close_all() -> None:
+    for sandbox in list(_live):
+        sandbox.close()
+
+
+def _reset_after_fork() -> None:
+    for sandbox in list(_live):
+        sandbox._after_fork_in_child()
+
+
+atexit.register(_close_all)
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+# --------------------------------------------------------------------------------------------
+# Turning what happened into an outcome
+
+
+def _interpret(raw: _Raw, limits: SandboxLimits, protection: str, elapsed: float) -> SandboxOutcome:
+    stdout, stderr = raw.stdout.text("output"), raw.stderr.text("error output")
+
+    def outcome(status: str, reason: str | None, images=(), notes=()) -> SandboxOutcome:
+        return SandboxOutcome(
+            status, stdout, stderr, tuple(images), tuple(notes), reason, protection, elapsed
+        )
+
+    if raw.invalid is not None:
+        return outcome("error", f"The sandbox was stopped because {raw.invalid}.")
+    if raw.timed_out:
+        return outcome(
+            "timeout",
+            f"The code did not finish within the time limit of {limits.wall_s:g} s and was "
+            "stopped. Do less work per call (e.g. process a smaller region), or avoid loops "
+            "that never end.",
+        )
+    if raw.result is None:
+        return outcome("killed", _death_reason(raw.returncode, limits, protection))
+    result = raw.result
+    notes = [str(n) for n in result.get("notes", [])][:16]
+    if result.get("status") != "ok":
+        reason = result.get("message")
+        if not isinstance(reason, str) or not reason:
+            exception = str(result.get("exception") or "an exception")
+            reason = f"The code raised {exception}."
+            if exception == "MemoryError":
+                reason += f" The memory limit is {_size(limits.memory_bytes)}."
+        return outcome("error", reason[: limits.output_bytes], notes=notes)
+    problem = _check_images(raw.blobs, limits)
+    if problem is not None:
+        return outcome("error", f"The sandbox was stopped because {problem}.")
+    return outcome("ok", None, raw.blobs, notes)
+
+
+def _check_images(blobs: list[bytes], limits: SandboxLimits) -> str | None:
+    """The parent's own check of returned images: never trust the sandbox's word."""
+    if len(blobs) > limits.max_images:
+        return f"it returned {len(blobs)} images, more than the limit of {limits.max_images}"
+    if sum(len(b) for b in blobs) > limits.max_image_bytes:
+        return "the returned images exceed the size limit"
+    for blob in blobs:
+        size = sandbox_runner.png_size(blob)
+        if size is None:
+            return "it returned an image that is not a PNG"
+        if size[0] * size[1] > limits.max_image_pixels or 0 in size:
+            return f"it returned an image of {size[0]}x{size[1]} pixels, over the limit"
+    return None
+
+
+def _death_reason(returncode: int | None, limits: SandboxLimits, protection: str) -> str:
+    signum = None
+    if returncode is not None and returncode < 0:
+        signum = -returncode
+    elif returncode is not None and returncode > 128 and protection == "bubblewrap":
+        signum = returncode - 128  # bwrap reports a child killed by signal N as 128 + N
+    if signum == signal.SIGXCPU:
+        return (
+            f"The code used more than {limits.cpu_s:g} s of CPU time and was stopped. Do less "
+            "work per call."
+        )
+    if signum == signal.SIGKILL:
+        return (
+            "The code's process was killed, most likely for exceeding a limit (CPU time "
+            f"{limits.cpu_s:g} s, memory {_size(limits.memory_bytes)})."
+        )
+    if signum == signal.SIGXFSZ:
+        return f"The code wrote a file larger than {_size(limits.scratch_bytes)} and was stopped."
+    if signum is not None:
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = str(signum)
+        return f"The code's process crashed (signal {name})."
+    if returncode is None:
+        return "The code's process stopped responding and was killed."
+    return (
+        f"The code ended its process (exit status {returncode}) before the results were sent; "
+        "do not call os._exit() or kill the process."
+    )
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= scale:
+            return f"{count / scale:g} {unit}"
+    return f"{count} bytes"
+
+
+__all__ = [
+    "PROTECTIONS",
+    "Sandbox",
+    "SandboxConfig",
+    "SandboxLimits",
+    "SandboxOutcome",
+]
