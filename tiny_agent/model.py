@@ -1,0 +1,285 @@
+"""A small mixture-of-experts vision-language model in plain PyTorch.
+
+Why not a small transformers Qwen3-VL-MoE: TINY_MODEL.md measured five from-scratch runs of
+that architecture on this task learning nothing from images (a ViT tower whose tokens drift to
+an image-independent offset, and a language model that never learns to route to them), while a
+convolutional encoder with batch norm learned to read tight crops within a few hundred steps.
+So the tower here is convolutional; the decoder keeps the parts that make the reference model a
+mixture of experts (top-k routed SwiGLU experts with a load-balancing loss), and images enter
+the token sequence the way Qwen-VL's do (one placeholder expands to a grid of visual tokens).
+
+- Vision: four stride-2 conv blocks (BN + GELU) over a 128×128 image with two coordinate
+  channels (CoordConv, so a token can say *where* in its cell a marker sits), giving an 8×8
+  grid of tokens, projected to the decoder width with a learned position per cell.
+- Decoder: pre-norm transformer, learned positions, causal attention with a KV cache for
+  generation; feed-forward layers are top-2-of-4 routed experts except the first (dense).
+- Auxiliary heads on the visual grid (used only in training): per cell, the colour and shape
+  of a marker centred there and its offset; for crops, the character centred in each cell.
+  They keep the tower learning while the decoder learns to route to it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TinyVLMConfig:
+    vocab_size: int
+    d_model: int = 192
+    n_layers: int = 4
+    n_heads: int = 6
+    n_experts: int = 4
+    top_k: int = 2
+    d_expert: int = 384
+    dense_layers: tuple[int, ...] = (0,)
+    max_positions: int = 768
+    image_side: int = 128
+    grid: int = 8
+    vision_channels: tuple[int, ...] = (32, 64, 128, 192)
+    image_token_id: int = 0
+    aux_colours: int = 7
+    aux_shapes: int = 4
+    aux_chars: int = 11
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def image_tokens(self) -> int:
+        return self.grid * self.grid
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["dense_layers"] = list(self.dense_layers)
+        data["vision_channels"] = list(self.vision_channels)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TinyVLMConfig:
+        data = dict(data)
+        data["dense_layers"] = tuple(data["dense_layers"])
+        data["vision_channels"] = tuple(data["vision_channels"])
+        return cls(**data)
+
+
+def _coords(batch: int, side: int, device: torch.device) -> torch.Tensor:
+    axis = torch.linspace(-1.0, 1.0, side, device=device)
+    ys, xs = torch.meshgrid(axis, axis, indexing="ij")
+    return torch.stack([xs, ys]).expand(batch, 2, side, side)
+
+
+class VisionTower(nn.Module):
+    """Conv encoder: (B, 3, 128, 128) in [0, 1] -> (B, grid², channels)."""
+
+    MEAN = (0.9, 0.9, 0.9)
+    STD = (0.2, 0.2, 0.2)
+
+    def __init__(self, config: TinyVLMConfig):
+        super().__init__()
+        blocks = []
+        in_ch = 3 + 2
+        for index, ch in enumerate(config.vision_channels):
+            extra = 2 if index == 2 else 0  # coordinates again at stride 4, where cells form
+            blocks.append(
+                nn.Sequential(
+                    nn.Conv2d(in_ch + extra, ch, 3, stride=2, padding=1, bias=False),
+                    nn.BatchNorm2d(ch),
+                    nn.GELU(),
+                    nn.Conv2d(ch, ch, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(ch),
+                    nn.GELU(),
+                )
+            )
+            in_ch = ch
+        self.blocks = nn.ModuleList(blocks)
+        self.register_buffer("mean", torch.tensor(self.MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self.STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = (pixels - self.mean) / self.std
+        x = torch.cat([x, _coords(x.shape[0], x.shape[-1], x.device)], dim=1)
+        for index, block in enumerate(self.blocks):
+            if index == 2:
+                x = torch.cat([x, _coords(x.shape[0], x.shape[-1], x.device)], dim=1)
+            x = block(x)
+        return x.flatten(2).transpose(1, 2)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.gate_up = nn.Linear(dim, 2 * hidden, bias=False)
+        self.down = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class MoE(nn.Module):
+    """Top-k routed SwiGLU experts; returns the output and a Switch-style balancing loss."""
+
+    def __init__(self, dim: int, hidden: int, n_experts: int, top_k: int):
+        super().__init__()
+        self.router = nn.Linear(dim, n_experts, bias=False)
+        self.experts = nn.ModuleList(SwiGLU(dim, hidden) for _ in range(n_experts))
+        self.top_k = top_k
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        probs = self.router(flat).softmax(dim=-1)
+        weights, chosen = probs.topk(self.top_k, dim=-1)
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+        out = torch.zeros_like(flat)
+        for index, expert in enumerate(self.experts):
+            rows, slot = (chosen == index).nonzero(as_tuple=True)
+            if rows.numel():
+                out.index_add_(0, rows, expert(flat[rows]) * weights[rows, slot, None])
+        load = F.one_hot(chosen, probs.shape[-1]).float().sum(1).mean(0) / self.top_k
+        balance = probs.shape[-1] * (load * probs.mean(0)).sum()
+        return out.reshape(shape), balance
+
+
+class Block(nn.Module):
+    def __init__(self, config: TinyVLMConfig, dense: bool):
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.attn_norm = RMSNorm(config.d_model)
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
+        self.out = nn.Linear(config.d_model, config.d_model, bias=False)
+        self.ffn_norm = RMSNorm(config.d_model)
+        self.ffn: nn.Module = (
+            SwiGLU(config.d_model, 2 * config.d_expert)
+            if dense
+            else MoE(config.d_model, config.d_expert, config.n_experts, config.top_k)
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        cache: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        batch, length, dim = x.shape
+        q, k, v = self.qkv(self.attn_norm(x)).split(dim, dim=-1)
+        q, k, v = (t.view(batch, length, self.n_heads, -1).transpose(1, 2) for t in (q, k, v))
+        if cache is not None:
+            k = torch.cat([cache[0], k], dim=2)
+            v = torch.cat([cache[1], v], dim=2)
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        x = x + self.out(attended.transpose(1, 2).reshape(batch, length, dim))
+        hidden = self.ffn_norm(x)
+        if isinstance(self.ffn, MoE):
+            ffn_out, balance = self.ffn(hidden)
+        else:
+            ffn_out, balance = self.ffn(hidden), x.new_zeros(())
+        return x + ffn_out, balance, (k, v)
+
+
+class TinyVLM(nn.Module):
+    def __init__(self, config: TinyVLMConfig):
+        super().__init__()
+        self.config = config
+        vision_out = config.vision_channels[-1]
+        self.vision = VisionTower(config)
+        self.projector = nn.Sequential(
+            nn.Linear(vision_out, config.d_model),
+            nn.GELU(),
+            nn.Linear(config.d_model, config.d_model),
+        )
+        self.cell_position = nn.Parameter(torch.zeros(config.image_tokens, config.d_model))
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.position = nn.Embedding(config.max_positions, config.d_model)
+        self.blocks = nn.ModuleList(
+            Block(config, dense=index in config.dense_layers) for index in range(config.n_layers)
+        )
+        self.norm = RMSNorm(config.d_model)
+        self.aux_global = nn.Linear(vision_out, config.aux_colours + config.aux_shapes + 2)
+        self.aux_crop = nn.Linear(vision_out, config.aux_chars)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def encode_images(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (visual tokens in decoder width, raw grid features for the aux heads)."""
+        features = self.vision(pixels)
+        return self.projector(features) + self.cell_position, features
+
+    def embed_inputs(self, ids: torch.Tensor, visual: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings with each run of image placeholders replaced by one image's grid."""
+        x = self.embed(ids)
+        if visual is not None and visual.shape[0]:
+            slots = ids == self.config.image_token_id
+            x = x.masked_scatter(
+                slots.unsqueeze(-1), visual.reshape(-1, visual.shape[-1]).to(x.dtype)
+            )
+        return x
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor,
+        caches: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Run the decoder on embedded inputs; return (logits, balancing loss, new caches)."""
+        x = x + self.position(positions)
+        balance = x.new_zeros(())
+        new_caches = []
+        for index, block in enumerate(self.blocks):
+            x, block_balance, cache = block(x, mask, None if caches is None else caches[index])
+            balance = balance + block_balance
+            new_caches.append(cache)
+        logits = self.norm(x) @ self.embed.weight.T
+        return logits, balance, new_caches
+
+
+def attention_mask(valid: torch.Tensor, query_length: int) -> torch.Tensor:
+    """Boolean mask (B, 1, q, k): causal over the last `query_length` keys and no padding keys.
+
+    `valid` is (B, k) with True for real tokens; queries are the last `query_length` positions.
+    """
+    key_length = valid.shape[1]
+    offset = key_length - query_length
+    causal = torch.ones(query_length, key_length, dtype=torch.bool, device=valid.device).tril(
+        offset
+    )
+    mask = causal.unsqueeze(0) & valid[:, None, :]
+    # A padded query row would attend to nothing (NaN softmax); let it see itself.
+    keys = torch.arange(key_length, device=valid.device)
+    queries = torch.arange(query_length, device=valid.device) + offset
+    itself = keys[None, :] == queries[:, None]
+    return (mask | itself).unsqueeze(1)
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def cosine_lr(step: int, total: int, warmup: int, peak: float, floor: float = 0.05) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))

@@ -1,0 +1,235 @@
+"""The synthetic "zoom to read" task: V*-like images whose small markers hold characters.
+
+Every image is large and cluttered and holds 3–6 markers, each of its own colour, drawn as a
+circle, square or diamond with one bold character inside. In the model's 128×128 global view
+a marker is about ten pixels wide (colour and shape visible) while its character is four or
+five pixels tall (not readable); a crop of the full-resolution image reads it easily. Two kinds
+of questions are mixed:
+
+- zoom questions, "What character is inside the red circle?", need a crop;
+- global questions ("What shape is the red marker?", "How many markers are there?") are
+  answerable from the global view, so the model learns when a tool is not needed.
+
+Everything is deterministic from a seed. `write_corpus` writes job JSONL (DESIGN.md section 3)
+plus JPEG images; the demo, tests and benchmarks all use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+IMAGE_SIDE = 2048
+MARKER_SIDE = (136, 156)
+GLYPH_PX = 52
+MIN_MARKER_DISTANCE = 380
+EDGE_MARGIN = 130
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (205, 30, 35),
+    "green": (25, 145, 45),
+    "blue": (30, 70, 205),
+    "yellow": (235, 200, 15),
+    "purple": (130, 45, 170),
+    "orange": (245, 125, 20),
+}
+LIGHT_COLOURS = {"yellow", "orange"}
+SHAPES = ("circle", "square", "diamond")
+SHAPE_DISTRACTOR = "triangle"
+CHARACTERS = "AEFHKMNRXZ"
+LETTERS = "ABCD"
+
+
+@dataclass(frozen=True)
+class Marker:
+    """One marker: its colour, shape, character and centre in full-resolution pixels."""
+
+    colour: str
+    shape: str
+    char: str
+    x: int
+    y: int
+    side: int
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One synthetic image: its markers and the seed that redraws its clutter."""
+
+    seed: int
+    markers: tuple[Marker, ...]
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question about a scene, with four options and the correct letter."""
+
+    kind: str  # "zoom", "shape" or "count"
+    text: str
+    options: tuple[str, ...]
+    answer: str
+    target: Marker | None
+
+
+def make_scene(rng: random.Random) -> Scene:
+    """Choose 3–6 markers of distinct colours, far enough apart that crops stay clean."""
+    count = rng.randint(3, 6)
+    colours = rng.sample(sorted(COLOURS), count)
+    centres: list[tuple[int, int]] = []
+    while len(centres) < count:
+        x = rng.randint(EDGE_MARGIN, IMAGE_SIDE - EDGE_MARGIN)
+        y = rng.randint(EDGE_MARGIN, IMAGE_SIDE - EDGE_MARGIN)
+        if all(math.dist((x, y), c) >= MIN_MARKER_DISTANCE for c in centres):
+            centres.append((x, y))
+    markers = tuple(
+        Marker(
+            colour=colour,
+            shape=rng.choice(SHAPES),
+            char=rng.choice(CHARACTERS),
+            x=x,
+            y=y,
+            side=rng.randint(*MARKER_SIDE),
+        )
+        for colour, (x, y) in zip(colours, centres, strict=True)
+    )
+    return Scene(seed=rng.getrandbits(32), markers=markers)
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    # Pillow's bundled FreeType font: the same glyphs on every machine, no system fonts needed.
+    return ImageFont.load_default(size=size)
+
+
+def _draw_clutter(draw: ImageDraw.ImageDraw, rng: random.Random) -> None:
+    """Pale shapes, lines and small grey text: busy enough that a crop is not trivially clean."""
+    side = IMAGE_SIDE
+    for _ in range(100):
+        shade = tuple(rng.randint(170, 235) for _ in range(3))
+        x, y = rng.randint(0, side), rng.randint(0, side)
+        r = rng.randint(10, 90)
+        if rng.random() < 0.5:
+            draw.ellipse((x - r, y - r, x + r, y + r), outline=shade, width=rng.randint(1, 4))
+        else:
+            draw.rectangle((x - r, y - r, x + r, y + r), outline=shade, width=rng.randint(1, 4))
+    for _ in range(60):
+        shade = tuple(rng.randint(150, 220) for _ in range(3))
+        draw.line(
+            [(rng.randint(0, side), rng.randint(0, side)) for _ in range(2)],
+            fill=shade,
+            width=rng.randint(1, 3),
+        )
+    small = _font(18)
+    for _ in range(90):
+        grey = rng.randint(110, 170)
+        word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(6))
+        draw.text((rng.randint(0, side), rng.randint(0, side)), word, fill=(grey,) * 3, font=small)
+
+
+def _draw_marker(draw: ImageDraw.ImageDraw, marker: Marker, font: ImageFont.FreeTypeFont) -> None:
+    half = marker.side // 2
+    x, y = marker.x, marker.y
+    fill = COLOURS[marker.colour]
+    if marker.shape == "circle":
+        draw.ellipse((x - half, y - half, x + half, y + half), fill=fill)
+    elif marker.shape == "square":
+        inner = int(half * 0.86)
+        draw.rectangle((x - inner, y - inner, x + inner, y + inner), fill=fill)
+    else:
+        draw.polygon([(x, y - half), (x + half, y), (x, y + half), (x - half, y)], fill=fill)
+    ink = (20, 20, 20) if marker.colour in LIGHT_COLOURS else (250, 250, 250)
+    draw.text(
+        (x, y), marker.char, fill=ink, font=font, anchor="mm", stroke_width=2, stroke_fill=ink
+    )
+
+
+def render(scene: Scene) -> Image.Image:
+    """Draw a scene at full resolution (RGB)."""
+    rng = random.Random(scene.seed)
+    base = tuple(rng.randint(238, 250) for _ in range(3))
+    image = Image.new("RGB", (IMAGE_SIDE, IMAGE_SIDE), base)
+    draw = ImageDraw.Draw(image)
+    _draw_clutter(draw, rng)
+    font = _font(GLYPH_PX)
+    for marker in scene.markers:
+        _draw_marker(draw, marker, font)
+    return image
+
+
+def _options(rng: random.Random, correct: str, pool: list[str]) -> tuple[tuple[str, ...], str]:
+    others = rng.sample([p for p in pool if p != correct], len(LETTERS) - 1)
+    options = [correct, *others]
+    rng.shuffle(options)
+    return tuple(options), LETTERS[options.index(correct)]
+
+
+def make_question(rng: random.Random, scene: Scene, kind: str) -> Question:
+    """A question of the given kind about a random marker of the scene."""
+    if kind == "count":
+        count = len(scene.markers)
+        options, letter = _options(rng, str(count), [str(n) for n in range(2, 8)])
+        return Question(kind, "How many markers are there?", options, letter, None)
+    marker = rng.choice(scene.markers)
+    if kind == "shape":
+        text = f"What shape is the {marker.colour} marker?"
+        options, letter = _options(rng, marker.shape, [*SHAPES, SHAPE_DISTRACTOR])
+    else:
+        text = f"What character is inside the {marker.colour} {marker.shape}?"
+        options, letter = _options(rng, marker.char, list(CHARACTERS))
+    return Question(kind, text, options, letter, marker)
+
+
+def question_kind(rng: random.Random, zoom_fraction: float) -> str:
+    if rng.random() < zoom_fraction:
+        return "zoom"
+    return rng.choice(("shape", "count"))
+
+
+def write_corpus(
+    out_dir: Path, n: int, seed: int, zoom_fraction: float = 0.7, quality: int = 92
+) -> Path:
+    """Write `n` jobs (one image each) as `jobs.jsonl` plus `images/*.jpg`; return the JSONL."""
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    jobs_path = out_dir / "jobs.jsonl"
+    with jobs_path.open("w") as jobs:
+        for index in range(n):
+            scene = make_scene(rng)
+            question = make_question(rng, scene, question_kind(rng, zoom_fraction))
+            image_path = out_dir / "images" / f"{seed}-{index:05d}.jpg"
+            render(scene).save(image_path, quality=quality)
+            job = {
+                "id": f"tiny-{seed}-{index:05d}",
+                "image": str(image_path.resolve()),
+                "question": question.text,
+                "options": list(question.options),
+                "answer": question.answer,
+                "meta": {
+                    "source": "tiny_agent",
+                    "kind": question.kind,
+                    "target": asdict(question.target) if question.target else None,
+                },
+            }
+            jobs.write(json.dumps(job) + "\n")
+    return jobs_path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--n", type=int, default=100, help="number of jobs")
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--zoom-fraction", type=float, default=0.7)
+    args = parser.parse_args(argv)
+    path = write_corpus(args.out, args.n, args.seed, args.zoom_fraction)
+    print(f"wrote {args.n} jobs to {path}")
+
+
+if __name__ == "__main__":
+    main()
