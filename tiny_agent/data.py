@@ -44,7 +44,8 @@ def crop_code(x: int, y: int) -> str:
     """The code the model writes for a zoom: a box around (x, y), resized to its view size."""
     return (
         f"x, y = {x}, {y}\n"
-        f"save_image(image.crop((x - {CROP_HALF}, y - {CROP_HALF}, x + {CROP_HALF}, y + {CROP_HALF}))"
+        f"save_image(image.crop((x - {CROP_HALF}, y - {CROP_HALF}, "
+        f"x + {CROP_HALF}, y + {CROP_HALF}))"
         f".resize(({CROP_OUT}, {CROP_OUT})))"
     )
 
@@ -74,7 +75,8 @@ def _assistant(question: task.Question, tools_on: bool) -> list[str]:
     if question.kind == "count":
         count = question.options["ABCD".index(letter)]
         return [
-            f"<think>I count {count} markers, which is option {letter}.</think><answer>{letter}</answer>"
+            f"<think>I count {count} markers, which is option {letter}.</think>"
+            f"<answer>{letter}</answer>"
         ]
     assert marker is not None
     name = f"{marker.colour} {marker.shape}"

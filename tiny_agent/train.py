@@ -1,4 +1,4 @@
-"""Train the tiny MoE agent from a seed: `python -m tiny_agent.train --out triton_repo/agent_vlm/tiny`.
+"""Train the tiny MoE agent from a seed (`make train-tiny`).
 
 One joint stage, shaped by what TINY_MODEL.md measured:
 - the tower is convolutional with batch norm and gets its own supervision from step one
