@@ -116,7 +116,52 @@ def _key_value(item: str) -> tuple[str, str]:
     return key, value
 
 
-COMMANDS: tuple[Callable[[SubParsers], None], ...] = (add_serve_command,)
+def add_annotate_command(subparsers: SubParsers) -> None:
+    """`annotate`: the annotate pipeline; every argument goes to its pipeline options."""
+    parser = subparsers.add_parser(
+        "annotate",
+        help="answer a corpus of image-question jobs with the agent (a Beam pipeline)",
+        add_help=False,  # --help is answered by the pipeline options below
+    )
+    parser.set_defaults(handler=run_annotate, passes_through=True)
+
+
+def run_annotate(args: argparse.Namespace) -> int:
+    from beam_pipelines import annotate
+
+    return annotate.main(args.extra)
+
+
+def add_demo_command(subparsers: SubParsers) -> None:
+    """`demo`: annotate ~100 synthetic jobs with the embedded tiny model; print the summary."""
+    parser = subparsers.add_parser(
+        "demo",
+        help="run annotate on a synthetic corpus with the embedded model and print a summary",
+        description="Write a synthetic corpus, annotate it on a local Triton server with the "
+        "embedded tiny model, and print counts, accuracy, tokens, jobs/s and output paths. "
+        "Unrecognised arguments go to annotate.",
+    )
+    parser.add_argument("--output", default="demo_output", help="demo folder (%(default)s)")
+    parser.add_argument("--n", type=int, default=100, help="number of jobs (%(default)s)")
+    parser.add_argument("--seed", type=int, default=20251125, help="corpus seed")
+    parser.add_argument("--max-turns", "--max_turns", type=int, default=8)
+    parser.add_argument("--max-in-flight", "--max_in_flight", type=int, default=32)
+    parser.add_argument("--triton-url", "--triton_url", default=None, help="use this server")
+    parser.add_argument("--progress", choices=("auto", "on", "off"), default="auto")
+    parser.set_defaults(handler=run_demo, passes_through=True)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from beam_pipelines import demo
+
+    return demo.run_demo(args, args.extra)
+
+
+COMMANDS: tuple[Callable[[SubParsers], None], ...] = (
+    add_serve_command,
+    add_annotate_command,
+    add_demo_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,7 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m beam_pipelines` and the `beam-agentic-vlm` script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # annotate and demo hand the arguments they do not declare on to the pipeline options.
+    if getattr(args, "passes_through", False):
+        args.extra = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return int(args.handler(args))
 
 

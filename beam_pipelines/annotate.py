@@ -1,0 +1,218 @@
+"""The annotate pipeline: a corpus of image-question jobs in, answers and traces out.
+
+```
+ReadJobs -> SkipDone (join on id) -> Reshuffle -> PrepareImages
+  -> [Generate{k} -> ExecuteTools{k}] x max_turns -> EndUnfinished -> WriteResults
+```
+
+`run(argv=None, test_pipeline=None)` is the entry point and the seam tests use: it parses the
+options, starts the local Triton server when no `--triton_url` is given (and stops it at the
+end), builds and runs the pipeline, and writes the run's manifest and summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+from tritonclient.utils import InferenceServerException
+
+from beam_pipelines import progress
+from beam_pipelines.agent import loop
+from beam_pipelines.agent.records import ToolSpec
+from beam_pipelines.io.layout import OutputLayout
+from beam_pipelines.io.manifest import versions, write_manifest
+from beam_pipelines.io.readers import ReadJobs
+from beam_pipelines.io.resume import SkipDoneAndDuplicates
+from beam_pipelines.io.writers import WriteResults
+from beam_pipelines.model_client import describe_model
+from beam_pipelines.options import (
+    AnnotateConfig,
+    AnnotateOptions,
+    config_from_options,
+    is_local_runner,
+    with_default_runner,
+)
+from beam_pipelines.summary import RunSummary, print_summary, summarize
+from beam_pipelines.transforms.agent_loop import AgentLoop
+from beam_pipelines.transforms.images import ImageStore
+from beam_pipelines.transforms.prepare import PrepareImages
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AnnotateResult:
+    """What `run` returns: the config it ran with, where the outputs are, and what it did."""
+
+    config: AnnotateConfig
+    layout: OutputLayout
+    summary: RunSummary
+    metrics: dict[str, Any]
+    state: str
+
+
+def tool_specs(names: Sequence[str]) -> tuple[ToolSpec, ...]:
+    """The headers (name, description, parameters) of the enabled tools, for the prompt."""
+    from tools.registry import build_tools
+
+    return tuple(ToolSpec.of(tool) for tool in build_tools(names).values())
+
+
+def build(pipeline: beam.Pipeline, config: AnnotateConfig, tools: Sequence[ToolSpec]) -> None:
+    """Add the annotate graph to `pipeline`."""
+    layout = OutputLayout(config.output, config.run_id)
+    store = ImageStore(layout, config.max_pixels)
+    (
+        pipeline
+        | "ReadJobs" >> ReadJobs(config.input, config.prompt, config.limit)
+        | "SkipDone" >> SkipDoneAndDuplicates(layout.all_answers_glob())
+        # Spread jobs over workers before the expensive part; the last barrier of the run.
+        | "Reshuffle" >> beam.Reshuffle()
+        | "PrepareImages"
+        >> beam.ParDo(
+            PrepareImages(
+                store,
+                config.protocol,
+                tools,
+                config.model_label,
+                config.sampling,
+                config.max_turns,
+            )
+        )
+        | "AgentLoop"
+        >> AgentLoop(
+            config.endpoint,
+            store,
+            config.tools,
+            config.max_turns,
+            config.tool_workers,
+            config.tool_timeout_s,
+        )
+        | "WriteResults" >> beam.ParDo(WriteResults(layout, loop.to_trace))
+    )
+
+
+def query_metrics(result: beam.runners.runner.PipelineResult) -> dict[str, Any]:
+    """The pipeline's `annotate` metrics: counters as ints, distributions as summaries."""
+    try:
+        found = result.metrics().query(MetricsFilter().with_namespace("annotate"))
+    except (NotImplementedError, AttributeError):
+        return {}
+    out: dict[str, Any] = {}
+    for counter in found.get("counters", []):
+        value = counter.committed if counter.committed is not None else counter.attempted
+        out[counter.key.metric.name] = out.get(counter.key.metric.name, 0) + (value or 0)
+    # One distribution per step (every turn's Generate has its own): merge them by name.
+    for dist in found.get("distributions", []):
+        value = dist.committed if dist.committed is not None else dist.attempted
+        if value is None or not value.count:
+            continue
+        merged = out.setdefault(
+            dist.key.metric.name, {"count": 0, "sum": 0, "min": value.min, "max": value.max}
+        )
+        merged["count"] += value.count
+        merged["sum"] += value.sum
+        merged["min"] = min(merged["min"], value.min)
+        merged["max"] = max(merged["max"], value.max)
+        merged["mean"] = merged["sum"] / merged["count"]
+    return out
+
+
+def _start_server(stack: contextlib.ExitStack) -> str:
+    """Start the local Triton with the embedded model for this run; its gRPC address."""
+    from beam_pipelines.serve import TritonServer
+
+    log_dir = Path(tempfile.mkdtemp(prefix="annotate-triton-"))
+    print(f"starting the local Triton server (log: {log_dir / 'tritonserver.log'})", flush=True)
+    server = stack.enter_context(TritonServer(log_file=log_dir / "tritonserver.log"))
+    return server.grpc_url
+
+
+def run(
+    argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None = None
+) -> AnnotateResult:
+    """Parse `argv`, run the pipeline to completion, and return what it did."""
+    args = with_default_runner(list(sys.argv[1:] if argv is None else argv))
+    options = PipelineOptions(args)
+    opts = options.view_as(AnnotateOptions)
+    local = is_local_runner(options)
+    with contextlib.ExitStack() as stack:
+        url = opts.triton_url
+        if not url:
+            if not local:
+                raise ValueError("--triton_url is required with a remote runner")
+            url = _start_server(stack)
+        try:
+            info = describe_model(url, opts.model_name)
+            label, max_pixels = info.label, info.max_pixels
+        except InferenceServerException as e:
+            # A server only the workers can reach (e.g. inside a VPC): go by the options.
+            log.warning("cannot read the model config from %s: %s", url, e)
+            label, max_pixels = None, None
+        config = config_from_options(options, url, model_label=label, model_max_pixels=max_pixels)
+        layout = OutputLayout(config.output, config.run_id)
+        manifest: dict[str, Any] = {
+            "run_id": config.run_id,
+            "status": "running",
+            "started_at": datetime.now(UTC).isoformat(),
+            "config": config.to_dict(),
+            "argv": list(args),
+            "versions": versions(),
+        }
+        write_manifest(layout, manifest)
+
+        pipeline = test_pipeline or beam.Pipeline(options=options)
+        build(pipeline, config, tool_specs(config.tools))
+        show = opts.progress == "on" or (opts.progress == "auto" and local and sys.stderr.isatty())
+        started = time.monotonic()
+        with progress.LiveProgress(show, title=f"annotate {config.run_id}"):
+            result = pipeline.run()
+            state = str(result.wait_until_finish())
+        wall_s = time.monotonic() - started
+
+    metrics = query_metrics(result)
+    summary = summarize(layout, wall_s, skipped=int(metrics.get("jobs_skipped_done", 0)))
+    manifest.update(
+        status="done" if "DONE" in state.upper() else state,
+        finished_at=datetime.now(UTC).isoformat(),
+        wall_s=wall_s,
+        counts=summary.to_dict(),
+        metrics=metrics,
+    )
+    write_manifest(layout, manifest)
+    return AnnotateResult(config, layout, summary, metrics, state)
+
+
+def print_help() -> None:
+    """The annotate options (Beam's own pass through and are listed by `--help` of Beam)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m beam_pipelines annotate",
+        description="Annotate a corpus of image-question jobs with the agent. Standard Beam "
+        "pipeline options (--runner, --project, --region, --temp_location, ...) pass through.",
+    )
+    AnnotateOptions._add_argparse_args(parser)
+    parser.print_help()
+
+
+def main(argv: Sequence[str]) -> int:
+    """`python -m beam_pipelines annotate ...`: run, print the summary; 0 when it finished."""
+    if any(a in ("-h", "--help") for a in argv):
+        print_help()
+        return 0
+    logging.basicConfig(level=logging.WARNING)
+    result = run(argv)
+    print_summary(result.summary)
+    return 0 if "DONE" in result.state.upper() else 1

@@ -1,0 +1,1 @@
+"""Reading jobs and writing results through Beam's FileSystems (local, file://, gs://)."""

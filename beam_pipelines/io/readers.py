@@ -1,0 +1,219 @@
+"""`ReadJobs`: input files -> validated jobs keyed by id, plus failure rows for bad lines.
+
+Accepted inputs (DESIGN.md section 3): JSONL files (optionally compressed: `.gz`, `.bz2`,
+...), Parquet files, and images with one `--prompt` for all (each image is the job
+`{"image": <uri>, "question": <prompt>}`, whose id is the content hash `Job.from_dict` gives
+a job without one). `--input` is a file, a glob, or a folder (its direct children).
+
+Every non-blank line (every Parquet row, every image) ends here as exactly one keyed
+element: a candidate job `(id, Candidate)`, or `(unique key, Failure)` with the raw input and
+the error class `Job.from_dict` chose (`invalid_json`, `missing_field`, `invalid_field`,
+`question_too_long`, ...). Failures travel in the same collection as jobs, all the way to the
+writer: the in-process runner materializes every multi-input Flatten (a barrier), so the
+pipeline never merges collections on its streaming path. Duplicates and skip-done are decided
+by `SelectJobs` in `resume.py`, after a join on id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from beam_pipelines.agent.records import Failure, InputError, Job
+from beam_pipelines.io.files import is_local, join, local_path
+
+JSONL_EXTENSIONS = (".jsonl", ".json", ".ndjson")
+COMPRESSED_EXTENSIONS = (".gz", ".bz2", ".zst", ".zstd", ".deflate", ".lzo", ".xz")
+PARQUET_EXTENSIONS = (".parquet", ".pq")
+PARQUET_BATCH_ROWS = 1024
+READ_STAGE = "read"
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input file and how to read it: `jsonl`, `parquet` or `image`."""
+
+    path: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A valid job and where it came from (which duplicate wins is decided by position)."""
+
+    source: str
+    position: int
+    job: Job
+    raw: dict[str, Any]
+
+    @property
+    def order(self) -> tuple[str, int]:
+        return (self.source, self.position)
+
+
+def _kind_of(path: str) -> str | None:
+    name = path.lower()
+    for ext in COMPRESSED_EXTENSIONS:
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+            break
+    if name.endswith(JSONL_EXTENSIONS):
+        return "jsonl"
+    if name.endswith(PARQUET_EXTENSIONS):
+        return "parquet"
+    return None
+
+
+def _has_glob(path: str) -> bool:
+    return any(c in path for c in "*?[")
+
+
+def _match(pattern: str) -> list[str]:
+    result = FileSystems.match([pattern])[0]
+    paths = [m.path for m in result.metadata_list]
+    if is_local(pattern):
+        paths = [p for p in paths if os.path.isfile(local_path(p))]
+    return paths
+
+
+def expand_input(input: str, images: bool) -> list[InputFile]:
+    """The input files in a stable order; `images` reads every file as an image job.
+
+    Raises FileNotFoundError when nothing matches (an empty run is a user error, not a
+    success with zero rows).
+    """
+    is_folder = not _has_glob(input) and (
+        input.endswith("/")
+        or (is_local(input) and os.path.isdir(local_path(input)))
+        or not FileSystems.exists(input)
+    )
+    paths = _match(join(input, "*") if is_folder else input)
+    files: list[InputFile] = []
+    for path in sorted(paths):
+        if os.path.basename(path).startswith(".tmp-"):
+            continue
+        kind = "image" if images else _kind_of(path)
+        if kind is not None:
+            files.append(InputFile(path, kind))
+    if not files:
+        what = "image files" if images else "JSONL or Parquet files"
+        raise FileNotFoundError(f"no {what} found at {input!r}")
+    return files
+
+
+def _json_safe(value: Any) -> Any:
+    """A Parquet row as plain JSON values (timestamps, bytes and the like become strings)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def iter_records(file: InputFile, prompt: str | None) -> Iterator[tuple[int, str | dict[str, Any]]]:
+    """`(position, raw)` for every record of a file: a line (str) or a row/image (dict)."""
+    if file.kind == "image":
+        yield 1, {"image": file.path, "question": prompt}
+        return
+    if file.kind == "parquet":
+        with FileSystems.open(file.path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            position = 0
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=PARQUET_BATCH_ROWS):
+                for row in batch.to_pylist():
+                    position += 1
+                    yield position, _json_safe(row)
+        return
+    with FileSystems.open(file.path, compression_type=CompressionTypes.AUTO) as f:
+        for position, line in enumerate(f, start=1):
+            text = line.decode("utf-8", errors="replace").strip()
+            if text:
+                yield position, text
+
+
+def parse_record(source: str, position: int, raw: str | dict[str, Any]) -> Candidate | Failure:
+    """One record -> a candidate job, or a failure row that keeps the raw input."""
+    data: Any = raw
+    try:
+        if isinstance(raw, str):
+            try:
+                data = json.loads(raw)
+            except (ValueError, RecursionError) as e:
+                raise InputError("invalid_json", f"not valid JSON: {e}") from None
+        job = Job.from_dict(data)
+    except InputError as e:
+        raw_id = data.get("id") if isinstance(data, dict) else None
+        return Failure.from_error(
+            data if isinstance(data, dict) else raw,
+            READ_STAGE,
+            e,
+            id=str(raw_id) if isinstance(raw_id, str | int) else None,
+        )
+    return Candidate(source=source, position=position, job=job, raw=data)
+
+
+def failure_key(source: str, position: int) -> str:
+    """The join key of a failure row: unique, and never a job id (ids are non-empty text)."""
+    return f"\x00failure\x00{source}\x00{position}"
+
+
+class ReadRecords(beam.DoFn):
+    """Reads input files in order, stopping after `limit` records in total (if given)."""
+
+    def __init__(self, prompt: str | None, limit: int | None) -> None:
+        self._prompt = prompt
+        self._limit = limit
+        self._lines = Metrics.counter("annotate", "input_records")
+        self._bad = Metrics.counter("annotate", "input_errors")
+
+    def process(self, files: Sequence[InputFile]) -> Iterable[tuple[str, Candidate | Failure]]:
+        remaining = self._limit
+        for file in files:
+            try:
+                records = iter_records(file, self._prompt)
+                for position, raw in records:
+                    if remaining is not None:
+                        if remaining <= 0:
+                            return
+                        remaining -= 1
+                    self._lines.inc()
+                    parsed = parse_record(file.path, position, raw)
+                    if isinstance(parsed, Failure):
+                        self._bad.inc()
+                        yield failure_key(file.path, position), parsed
+                    else:
+                        yield parsed.job.id, parsed
+            except (OSError, ValueError) as e:
+                # An unreadable file (or a corrupt Parquet footer) is one failure row that names
+                # the file; the records read before the error stand.
+                self._bad.inc()
+                failure = Failure.from_error({"source": file.path}, READ_STAGE, e)
+                yield failure_key(file.path, -1), failure
+
+
+class ReadJobs(beam.PTransform):
+    """Input -> `(id, Candidate)` and `(failure key, Failure)` elements.
+
+    With a limit, one DoFn reads the files in order so that "the first N" is well defined;
+    without one, files are read in parallel.
+    """
+
+    def __init__(self, input: str, prompt: str | None = None, limit: int | None = None) -> None:
+        super().__init__()
+        self._input = input
+        self._prompt = prompt
+        self._limit = limit
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        files = expand_input(self._input, images=self._prompt is not None)
+        groups = [tuple(files)] if self._limit is not None else [(f,) for f in files]
+        return (
+            pbegin
+            | "ListFiles" >> beam.Create(groups)
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ParseRecords" >> beam.ParDo(ReadRecords(self._prompt, self._limit))
+        )

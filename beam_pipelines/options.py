@@ -1,0 +1,247 @@
+"""Options of the annotate pipeline: parsed once at the edge, a frozen config below it.
+
+`AnnotateOptions` is the `PipelineOptions` subclass the command line goes through, so every
+standard Beam option (`--runner`, `--project`, `--temp_location`, ...) passes through
+unchanged. `AnnotateConfig` is the plain, picklable record that transforms and DoFns receive;
+nothing below `annotate.py` looks at `PipelineOptions`.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+#: The in-process portable runner: the DirectRunner's Prism path downloads a Go binary and
+#: cannot run offline, while FnApiRunner runs the same portable graph inside this process.
+DEFAULT_RUNNER = "FnApiRunner"
+PROTOCOLS = ("r1v4", "zoom")
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class AnnotateOptions(PipelineOptions):
+    """`python -m beam_pipelines annotate` options (underscores and dashes both accepted)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: Any) -> None:
+        parser.add_argument(
+            "--input",
+            required=True,
+            help="jobs: a JSONL or Parquet file, a glob of them, or a folder of images "
+            "(with --prompt); local, file:// or gs://",
+        )
+        parser.add_argument("--output", required=True, help="output root (local or gs://)")
+        parser.add_argument(
+            "--prompt",
+            default=None,
+            help="the question asked of every image when --input is a folder of images",
+        )
+        parser.add_argument(
+            "--triton_url",
+            "--triton-url",
+            dest="triton_url",
+            default=None,
+            help="host:port of Triton's gRPC endpoint; without it a local server with the "
+            "tiny model is started for the run and stopped at the end",
+        )
+        parser.add_argument("--model_name", "--model-name", default="agent_vlm")
+        parser.add_argument("--max_turns", "--max-turns", type=int, default=16)
+        parser.add_argument(
+            "--max_in_flight",
+            "--max-in-flight",
+            type=int,
+            default=64,
+            help="model requests one worker process keeps in flight (all turns together)",
+        )
+        parser.add_argument("--protocol", choices=PROTOCOLS, default="r1v4")
+        parser.add_argument(
+            "--tools",
+            default=None,
+            help="comma-separated tool names (default: the protocol's own tool set)",
+        )
+        parser.add_argument("--limit", type=int, default=None, help="read only the first N jobs")
+        parser.add_argument("--run_id", "--run-id", default=None, help="default: a timestamp")
+        parser.add_argument(
+            "--max_pixels",
+            "--max-pixels",
+            type=int,
+            default=None,
+            help="the model's pixel budget for image views (default: the model config's "
+            "`max_pixels` parameter, else that of the embedded tiny model)",
+        )
+        parser.add_argument("--max_tokens", "--max-tokens", type=int, default=None)
+        parser.add_argument("--temperature", type=float, default=None)
+        parser.add_argument(
+            "--request_timeout_s",
+            "--request-timeout-s",
+            type=float,
+            default=120.0,
+            help="deadline of one model request",
+        )
+        parser.add_argument(
+            "--max_attempts",
+            "--max-attempts",
+            type=int,
+            default=4,
+            help="tries per model request on UNAVAILABLE / DEADLINE_EXCEEDED",
+        )
+        parser.add_argument("--retry_initial_s", "--retry-initial-s", type=float, default=0.5)
+        parser.add_argument("--retry_max_s", "--retry-max-s", type=float, default=8.0)
+        parser.add_argument(
+            "--tool_workers",
+            "--tool-workers",
+            type=int,
+            default=4,
+            help="tool calls run at once per tool kind in one worker",
+        )
+        parser.add_argument("--tool_timeout_s", "--tool-timeout-s", type=float, default=60.0)
+        parser.add_argument(
+            "--progress",
+            choices=("auto", "on", "off"),
+            default="auto",
+            help="live progress display (auto: on when stderr is a terminal and the runner "
+            "is local)",
+        )
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How model requests are retried: exponential backoff, capped, on transient codes."""
+
+    max_attempts: int = 4
+    initial_s: float = 0.5
+    max_s: float = 8.0
+    retryable: tuple[str, ...] = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+
+
+@dataclass(frozen=True)
+class ModelEndpoint:
+    """Where and how to call `agent_vlm`."""
+
+    url: str
+    model_name: str = "agent_vlm"
+    timeout_s: float = 120.0
+    max_in_flight: int = 64
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass(frozen=True)
+class AnnotateConfig:
+    """Everything the annotate transforms need, resolved from the options."""
+
+    input: str
+    output: str
+    run_id: str
+    endpoint: ModelEndpoint
+    protocol: str = "r1v4"
+    tools: tuple[str, ...] = ("code",)
+    max_turns: int = 16
+    limit: int | None = None
+    prompt: str | None = None
+    sampling: dict[str, Any] = field(default_factory=dict)
+    tool_workers: int = 4
+    tool_timeout_s: float = 60.0
+    max_pixels: int = 16384
+    model_label: str = "agent_vlm"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC timestamp plus a short random suffix."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def parse_tools(value: str | None) -> tuple[str, ...] | None:
+    """`"code, text_search"` -> `("code", "text_search")`; empty or None -> protocol default."""
+    if value is None:
+        return None
+    names = tuple(t.strip() for t in value.split(",") if t.strip())
+    return names if names else ()
+
+
+#: Tools enabled when `--tools` is not given: R1V4's General mode, and zoom's fixed tool.
+DEFAULT_TOOLS = {"r1v4": ("code",), "zoom": ("image_zoom_in_tool",)}
+#: The embedded tiny model's view budget (128 x 128), used when the server does not say.
+DEFAULT_MAX_PIXELS = 128 * 128
+DEFAULT_SAMPLING = {"max_tokens": 1024, "temperature": 0.0}
+
+
+def config_from_options(
+    options: PipelineOptions,
+    triton_url: str | None = None,
+    *,
+    model_label: str | None = None,
+    model_max_pixels: int | None = None,
+) -> AnnotateConfig:
+    """Validate the options and build the config.
+
+    `triton_url` overrides `--triton_url` (a server the command started); `model_label` and
+    `model_max_pixels` are what the server's model config says (`--max_pixels` wins).
+    """
+    o = options.view_as(AnnotateOptions)
+    url = triton_url or o.triton_url
+    if not url:
+        raise ValueError("no Triton URL: pass --triton_url or let the command start a server")
+    for name, value, low in (
+        ("max_turns", o.max_turns, 1),
+        ("max_in_flight", o.max_in_flight, 1),
+        ("max_attempts", o.max_attempts, 1),
+        ("tool_workers", o.tool_workers, 1),
+    ):
+        if value < low:
+            raise ValueError(f"--{name} must be at least {low}, got {value}")
+    if o.limit is not None and o.limit < 0:
+        raise ValueError(f"--limit must not be negative, got {o.limit}")
+    run_id = o.run_id or new_run_id()
+    if not _RUN_ID.match(run_id):
+        raise ValueError(f"--run_id {run_id!r}: use letters, digits, '.', '_' and '-'")
+    sampling: dict[str, Any] = dict(DEFAULT_SAMPLING)
+    if o.max_tokens is not None:
+        sampling["max_tokens"] = o.max_tokens
+    if o.temperature is not None:
+        sampling["temperature"] = o.temperature
+    return AnnotateConfig(
+        input=o.input,
+        output=o.output.rstrip("/"),
+        run_id=run_id,
+        endpoint=ModelEndpoint(
+            url=url,
+            model_name=o.model_name,
+            timeout_s=o.request_timeout_s,
+            max_in_flight=o.max_in_flight,
+            retry=RetryPolicy(
+                max_attempts=o.max_attempts, initial_s=o.retry_initial_s, max_s=o.retry_max_s
+            ),
+        ),
+        protocol=o.protocol,
+        tools=parse_tools(o.tools) if o.tools is not None else DEFAULT_TOOLS[o.protocol],
+        max_turns=o.max_turns,
+        limit=o.limit,
+        prompt=o.prompt,
+        sampling=sampling,
+        tool_workers=o.tool_workers,
+        tool_timeout_s=o.tool_timeout_s,
+        max_pixels=o.max_pixels or model_max_pixels or DEFAULT_MAX_PIXELS,
+        model_label=model_label or o.model_name,
+    )
+
+
+def with_default_runner(argv: Sequence[str]) -> list[str]:
+    """`argv` plus `--runner FnApiRunner` unless a runner was given."""
+    args = list(argv)
+    if any(a == "--runner" or a.startswith("--runner=") for a in args):
+        return args
+    return [*args, f"--runner={DEFAULT_RUNNER}"]
+
+
+def is_local_runner(options: PipelineOptions) -> bool:
+    """True for runners that execute inside this process (progress display, local server)."""
+    runner = (options.view_as(StandardOptions).runner or DEFAULT_RUNNER).lower()
+    return any(name in runner for name in ("fnapirunner", "directrunner"))

@@ -1,0 +1,1 @@
+"""The annotate pipeline's transforms: image preparation, the unrolled agent loop, tools."""
