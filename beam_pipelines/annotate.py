@@ -101,7 +101,10 @@ def build(pipeline: beam.Pipeline, config: AnnotateConfig, tools: Sequence[ToolS
             config.tool_workers,
             config.tool_timeout_s,
         )
-        | "WriteResults" >> beam.ParDo(WriteResults(layout, loop.to_trace))
+        | "WriteResults"
+        >> beam.ParDo(
+            WriteResults(layout, loop.to_trace, config.shard_max_rows, config.shard_max_age_s)
+        )
     )
 
 

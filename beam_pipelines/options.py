@@ -17,6 +17,8 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from beam_pipelines.io.files import normalize
+
 #: The in-process portable runner: the DirectRunner's Prism path downloads a Go binary and
 #: cannot run offline, while FnApiRunner runs the same portable graph inside this process.
 DEFAULT_RUNNER = "FnApiRunner"
@@ -101,6 +103,14 @@ class AnnotateOptions(PipelineOptions):
         )
         parser.add_argument("--tool_timeout_s", "--tool-timeout-s", type=float, default=60.0)
         parser.add_argument(
+            "--shard_max_rows",
+            "--shard-max-rows",
+            type=int,
+            default=256,
+            help="jobs per output shard; a shard is also written every --shard_max_age_s",
+        )
+        parser.add_argument("--shard_max_age_s", "--shard-max-age-s", type=float, default=10.0)
+        parser.add_argument(
             "--progress",
             choices=("auto", "on", "off"),
             default="auto",
@@ -148,6 +158,8 @@ class AnnotateConfig:
     tool_timeout_s: float = 60.0
     max_pixels: int = 16384
     model_label: str = "agent_vlm"
+    shard_max_rows: int = 256
+    shard_max_age_s: float = 10.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,12 +170,9 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
-def parse_tools(value: str | None) -> tuple[str, ...] | None:
-    """`"code, text_search"` -> `("code", "text_search")`; empty or None -> protocol default."""
-    if value is None:
-        return None
-    names = tuple(t.strip() for t in value.split(",") if t.strip())
-    return names if names else ()
+def parse_tools(value: str) -> tuple[str, ...]:
+    """`"code, text_search"` -> `("code", "text_search")`; `""` -> no tools at all."""
+    return tuple(t.strip() for t in value.split(",") if t.strip())
 
 
 #: Tools enabled when `--tools` is not given: R1V4's General mode, and zoom's fixed tool.
@@ -194,6 +203,7 @@ def config_from_options(
         ("max_in_flight", o.max_in_flight, 1),
         ("max_attempts", o.max_attempts, 1),
         ("tool_workers", o.tool_workers, 1),
+        ("shard_max_rows", o.shard_max_rows, 1),
     ):
         if value < low:
             raise ValueError(f"--{name} must be at least {low}, got {value}")
@@ -208,8 +218,8 @@ def config_from_options(
     if o.temperature is not None:
         sampling["temperature"] = o.temperature
     return AnnotateConfig(
-        input=o.input,
-        output=o.output.rstrip("/"),
+        input=normalize(o.input),
+        output=normalize(o.output).rstrip("/"),
         run_id=run_id,
         endpoint=ModelEndpoint(
             url=url,
@@ -230,6 +240,8 @@ def config_from_options(
         tool_timeout_s=o.tool_timeout_s,
         max_pixels=o.max_pixels or model_max_pixels or DEFAULT_MAX_PIXELS,
         model_label=model_label or o.model_name,
+        shard_max_rows=o.shard_max_rows,
+        shard_max_age_s=o.shard_max_age_s,
     )
 
 

@@ -17,8 +17,14 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 
+def normalize(path: str) -> str:
+    """`file://` URIs as plain paths: Beam's FileSystems knows local paths, not `file://`."""
+    return urlparse(path).path if path.startswith("file://") else path
+
+
 def join(base: str, *parts: str) -> str:
     """Join path segments onto a local path or URI."""
+    base = normalize(base)
     return FileSystems.join(base.rstrip("/") if base not in ("/",) else base, *parts)
 
 
@@ -27,25 +33,21 @@ def is_local(path: str) -> bool:
     return urlparse(path).scheme in ("", "file")
 
 
-def local_path(path: str) -> str:
-    """A plain filesystem path for a local path or file:// URI."""
-    return urlparse(path).path if path.startswith("file://") else path
-
-
 def read_bytes(path: str) -> bytes:
     """The whole content of a file (no decompression)."""
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    with FileSystems.open(normalize(path), compression_type=CompressionTypes.UNCOMPRESSED) as f:
         return f.read()
 
 
 def exists(path: str) -> bool:
-    return FileSystems.exists(path)
+    return FileSystems.exists(normalize(path))
 
 
 def write_bytes(path: str, data: bytes) -> None:
     """Write `data` to `path` so that no reader ever sees a partial file."""
+    path = normalize(path)
     if is_local(path):
-        target = local_path(path)
+        target = path
         os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
         tmp = os.path.join(os.path.dirname(target), f".tmp-{uuid.uuid4().hex}")
         try:

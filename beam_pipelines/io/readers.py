@@ -29,7 +29,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_pipelines.agent.records import Failure, InputError, Job
-from beam_pipelines.io.files import is_local, join, local_path
+from beam_pipelines.io.files import is_local, join, normalize
 
 JSONL_EXTENSIONS = (".jsonl", ".json", ".ndjson")
 COMPRESSED_EXTENSIONS = (".gz", ".bz2", ".zst", ".zstd", ".deflate", ".lzo", ".xz")
@@ -81,7 +81,7 @@ def _match(pattern: str) -> list[str]:
     result = FileSystems.match([pattern])[0]
     paths = [m.path for m in result.metadata_list]
     if is_local(pattern):
-        paths = [p for p in paths if os.path.isfile(local_path(p))]
+        paths = [p for p in paths if os.path.isfile(p)]
     return paths
 
 
@@ -91,9 +91,10 @@ def expand_input(input: str, images: bool) -> list[InputFile]:
     Raises FileNotFoundError when nothing matches (an empty run is a user error, not a
     success with zero rows).
     """
+    input = normalize(input)
     is_folder = not _has_glob(input) and (
         input.endswith("/")
-        or (is_local(input) and os.path.isdir(local_path(input)))
+        or (is_local(input) and os.path.isdir(input))
         or not FileSystems.exists(input)
     )
     paths = _match(join(input, "*") if is_folder else input)
@@ -129,7 +130,8 @@ def iter_records(file: InputFile, prompt: str | None) -> Iterator[tuple[int, str
                     yield position, _json_safe(row)
         return
     with FileSystems.open(file.path, compression_type=CompressionTypes.AUTO) as f:
-        for position, line in enumerate(f, start=1):
+        # Line by line (compressed files are not iterable): memory stays at one line.
+        for position, line in enumerate(iter(f.readline, b""), start=1):
             text = line.decode("utf-8", errors="replace").strip()
             if text:
                 yield position, text

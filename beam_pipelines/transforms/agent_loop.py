@@ -68,7 +68,7 @@ class AgentLoop(beam.PTransform):
 
     def expand(self, stream: beam.PCollection) -> beam.PCollection:
         channel = shared.Shared()
-        pools = shared.Shared()
+        tools = shared.Shared()
         for k in range(self._max_turns):
             stream = stream | f"Generate{k}" >> beam.ParDo(Generate(k, self._endpoint, channel))
             if k == self._max_turns - 1:
@@ -78,7 +78,7 @@ class AgentLoop(beam.PTransform):
                     k,
                     self._tools,
                     self._store,
-                    pools,
+                    tools,
                     self._tool_workers,
                     self._tool_timeout_s,
                     max_outstanding=self._endpoint.max_in_flight,

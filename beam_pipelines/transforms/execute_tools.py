@@ -47,10 +47,16 @@ ORIGINALS_CACHE_BYTES = 128 * 1024 * 1024
 KINDS = ("cpu", "io")
 
 
-class ToolPools:
-    """A worker's thread pool per tool kind and a small cache of original images."""
+class ToolRuntime:
+    """A worker's tools, a thread pool per tool kind, and a small cache of original images.
 
-    def __init__(self, workers: int) -> None:
+    One per worker process (through `Shared`), whatever the number of turns: the code tool
+    keeps a pool of warm sandboxes, and `workers` of them are what one worker can afford.
+    """
+
+    def __init__(self, names: Sequence[str], workers: int) -> None:
+        settings = {"code": {"pool_size": workers}} if "code" in names else {}
+        self.tools: dict[str, Tool] = build_tools(names, **settings)
         self.pools = {
             kind: ThreadPoolExecutor(workers, thread_name_prefix=f"tools-{kind}") for kind in KINDS
         }
@@ -118,18 +124,14 @@ def run_call(
 
 
 def run_turn(
-    traj: Trajectory,
-    tools: Mapping[str, Tool],
-    pools: ToolPools,
-    store: ImageStore,
-    timeout_s: float,
+    traj: Trajectory, runtime: ToolRuntime, store: ImageStore, timeout_s: float
 ) -> TurnResult:
     """Every pending call of a trajectory's last turn, in order, then `loop.observe`."""
     calls = loop.pending_calls(traj)
     stats: list[CallStats] = []
     try:
         context = ToolContext(
-            image=pools.original(traj.original.uri),
+            image=runtime.original(traj.original.uri),
             sub_images=tuple(read_bytes(ref.uri) for ref in loop.sub_images(traj)),
             view_size=(traj.view.width, traj.view.height),
             timeout_s=timeout_s,
@@ -138,7 +140,7 @@ def run_turn(
         views: list[list[ImageRef]] = []
         for call in calls:
             started = time.monotonic()
-            observation, call_views = run_call(tools, call, context, store)
+            observation, call_views = run_call(runtime.tools, call, context, store)
             stats.append(
                 CallStats(call.name, time.monotonic() - started, observation.error is not None)
             )
@@ -165,7 +167,7 @@ class ExecuteTools(beam.DoFn):
         turn: int,
         tools: Sequence[str],
         store: ImageStore,
-        pools: shared.Shared,
+        runtime: shared.Shared,
         workers: int,
         timeout_s: float,
         max_outstanding: int,
@@ -173,15 +175,17 @@ class ExecuteTools(beam.DoFn):
         self._turn = turn
         self._tool_names = tuple(tools)
         self._store = store
-        self._pools_handle = pools
+        self._runtime_handle = runtime
         self._workers = workers
         self._timeout_s = timeout_s
         self._max_outstanding = max_outstanding
 
     def setup(self) -> None:
-        workers = self._workers
-        self._pools = self._pools_handle.acquire(lambda: ToolPools(workers), tag="tool-pools")
-        self._tools = build_tools(self._tool_names)
+        names, workers = self._tool_names, self._workers
+        self._runtime = self._runtime_handle.acquire(
+            lambda: ToolRuntime(names, workers), tag=f"tools:{','.join(names)}:{workers}"
+        )
+        self._tools = self._runtime.tools
         self._calls = {n: Metrics.counter("annotate", f"tool_calls_{n}") for n in self._tools}
         self._errors = {n: Metrics.counter("annotate", f"tool_errors_{n}") for n in self._tools}
         self._latency = {
@@ -203,8 +207,8 @@ class ExecuteTools(beam.DoFn):
             yield from self._emit(self._done.get())
         kind = self._kind(loop.pending_calls(traj)[0].name)
         key = next(self._keys)
-        future = self._pools.pools[kind].submit(
-            run_turn, traj, self._tools, self._pools, self._store, self._timeout_s
+        future = self._runtime.pools[kind].submit(
+            run_turn, traj, self._runtime, self._store, self._timeout_s
         )
         future.add_done_callback(lambda f, key=key: self._done.put((key, _result_of(f, traj))))
         self._outstanding += 1

@@ -1,0 +1,68 @@
+"""Test helpers: small images, jobs and trajectories built with the real agent core."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image
+
+from beam_pipelines.agent import loop
+from beam_pipelines.agent.images import encode_png, sha256_hex
+from beam_pipelines.agent.records import ImageRef, Job, ToolSpec, Trajectory
+
+
+def png(width: int = 64, height: int = 48, colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    return encode_png(Image.new("RGB", (width, height), colour))
+
+
+def jpeg(image: Image.Image, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", **options)
+    return buffer.getvalue()
+
+
+def started(
+    tmp_path: Path,
+    job_id: str = "job-1",
+    answer: str | None = "B",
+    tools: tuple[str, ...] = ("code",),
+) -> Trajectory:
+    """A trajectory at turn 0 whose images exist on disk."""
+    image = tmp_path / f"{sha256_hex(job_id.encode())[:8]}.png"
+    data = png()
+    image.write_bytes(data)
+    ref = ImageRef(uri=str(image), sha256=sha256_hex(data), width=64, height=48)
+    job = Job(
+        id=job_id, image=str(image), question="Which?", options=("x", "y"), answer=answer
+    )
+    return loop.start(
+        job, "r1v4", [ToolSpec(t) for t in tools], ref, ref, model="test", sampling={}
+    )
+
+
+def answered(traj: Trajectory, letter: str = "B") -> Trajectory:
+    out, calls = loop.advance(
+        traj,
+        f"<think>sure</think><answer>{letter}</answer>",
+        finish_reason="stop",
+        usage={"prompt_tokens": 10, "completion_tokens": 5},
+        latency_s=0.1,
+    )
+    assert out.status == "answered" and not calls
+    return out
+
+
+def code_call(traj: Trajectory, code: str) -> Trajectory:
+    import json
+
+    body = json.dumps({"name": "code", "arguments": {"code": code}})
+    out, calls = loop.advance(
+        traj,
+        f"<think>look closer</think><tool_call>{body}</tool_call>",
+        finish_reason="stop",
+        usage={"prompt_tokens": 10, "completion_tokens": 5},
+        latency_s=0.1,
+    )
+    assert calls, out.steps
+    return out

@@ -1,0 +1,75 @@
+"""Options parsed once at the edge: defaults, validation, the default runner."""
+
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_pipelines.options import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_RUNNER,
+    config_from_options,
+    is_local_runner,
+    parse_tools,
+    with_default_runner,
+)
+
+BASE = ["--input=in.jsonl", "--output=out/"]
+
+
+def config(*args: str, **kwargs: object):
+    return config_from_options(PipelineOptions([*BASE, *args]), **kwargs)
+
+
+def test_defaults() -> None:
+    c = config("--triton_url=127.0.0.1:8001")
+    assert c.output == "out"  # no trailing slash in joined paths
+    assert c.max_turns == 16 and c.endpoint.max_in_flight == 64
+    assert c.protocol == "r1v4" and c.tools == ("code",)
+    assert c.max_pixels == DEFAULT_MAX_PIXELS
+    assert c.sampling["temperature"] == 0.0
+    assert c.endpoint.retry.retryable == ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+
+
+def test_dashes_and_underscores_both_work() -> None:
+    c = config("--triton-url", "h:1", "--max-turns", "3", "--max_in_flight=5", "--limit=7")
+    assert (c.endpoint.url, c.max_turns, c.endpoint.max_in_flight, c.limit) == ("h:1", 3, 5, 7)
+
+
+def test_zoom_protocol_defaults_to_its_own_tool() -> None:
+    assert config("--protocol=zoom", triton_url="h:1").tools == ("image_zoom_in_tool",)
+
+
+def test_tools_list_and_no_tools() -> None:
+    assert parse_tools(" code, text_search ,") == ("code", "text_search")
+    assert config("--tools=", triton_url="h:1").tools == ()
+
+
+def test_server_values_and_overrides() -> None:
+    c = config(triton_url="h:2", model_label="agent_vlm/tiny", model_max_pixels=4096)
+    assert (c.endpoint.url, c.model_label, c.max_pixels) == ("h:2", "agent_vlm/tiny", 4096)
+    assert config("--max_pixels=1024", triton_url="h", model_max_pixels=4096).max_pixels == 1024
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["--max_turns=0", "--max_in_flight=0", "--max_attempts=0", "--limit=-1", "--run_id=../x"],
+)
+def test_invalid_values_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError):
+        config(bad, triton_url="h:1")
+
+
+def test_a_url_is_required() -> None:
+    with pytest.raises(ValueError, match="Triton URL"):
+        config()
+
+
+def test_default_runner_is_the_in_process_one() -> None:
+    assert with_default_runner(["--x=1"]) == ["--x=1", f"--runner={DEFAULT_RUNNER}"]
+    assert with_default_runner(["--runner", "DataflowRunner"]) == ["--runner", "DataflowRunner"]
+    assert is_local_runner(PipelineOptions(with_default_runner([])))
+    assert not is_local_runner(PipelineOptions(["--runner=DataflowRunner"]))
+
+
+def test_run_ids_are_unique_and_sortable() -> None:
+    a, b = config(triton_url="h").run_id, config(triton_url="h").run_id
+    assert a != b and a[:8].isdigit()
