@@ -8,7 +8,8 @@
 #   SMOKE_WHEELS=.whl benchmarks/gpu_smoke.sh       # offline machine: see bootstrap below
 #
 # Environment: PYTHON (default python3), OUT_DIR (default benchmarks/results), JOBS (64),
-# CONCURRENCY (32), MAX_TOKENS (128), MAX_TURNS (4), ENGINES ("hf trtllm").
+# CONCURRENCY (32), MAX_TOKENS (128), MAX_TURNS (4), ENGINES ("hf trtllm"), CHECKPOINT (a
+# checkpoint directory to serve instead of writing a random one).
 #
 # SMOKE_WHEELS=DIR bootstraps an offline machine whose system Python already has torch and
 # transformers: a venv on top of that Python (its packages stay visible through a .pth file)
@@ -62,7 +63,8 @@ for engine in ${ENGINES:-hf trtllm}; do
   if ! PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" "$ROOT/benchmarks/gpu_smoke.py" \
       --engine "$engine" --work "$WORK/$engine" --out "$OUT_DIR/gpu_smoke_$engine.json" \
       --jobs "${JOBS:-64}" --concurrency "${CONCURRENCY:-32}" \
-      --max-tokens "${MAX_TOKENS:-128}" --max-turns "${MAX_TURNS:-4}"; then
+      --max-tokens "${MAX_TOKENS:-128}" --max-turns "${MAX_TURNS:-4}" \
+      ${CHECKPOINT:+--checkpoint "$CHECKPOINT"}; then
     status=1
   fi
   cp "$WORK/$engine"/tritonserver-*.log "$OUT_DIR/" 2>/dev/null || true
