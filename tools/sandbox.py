@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
+import json
 import logging
 import os
 import pwd
@@ -183,7 +185,9 @@ class _Launcher:
         if uid is not None:
             argv += ["--uid", str(uid), "--gid", str(uid)]
         if self.protection == "fallback":
-            argv += ["--fallback", "1", "--parent", str(os.getpid())]
+            # The audit hook lets the code read what bubblewrap would have mounted.
+            readable = json.dumps([*_SYSTEM_DIRS, *_python_dirs()])
+            argv += ["--fallback", "1", "--parent", str(os.getpid()), "--readable", readable]
         if probe:
             argv += ["--probe", "1"]
         return argv
@@ -204,7 +208,8 @@ def _child_env(scratch: str) -> dict[str, str]:
     }
 
 
-def _python_dirs() -> list[str]:
+@functools.cache
+def _python_dirs() -> tuple[str, ...]:
     """Directories the interpreter needs that the system directories do not already hold."""
     import numpy
     import PIL
@@ -228,7 +233,7 @@ def _python_dirs() -> list[str]:
         if any(path == c or path.startswith(c.rstrip("/") + "/") for c in covered):
             continue
         chosen.append(path)
-    return chosen
+    return tuple(chosen)
 
 
 def _bwrap_features(bwrap: str) -> set[str]:
@@ -702,14 +707,18 @@ class Sandbox:
             self._leases = _UidLeases(config.uid_base, config.uid_count)
         if config.protection in ("auto", "bubblewrap"):
             bwrap = config.bwrap or shutil.which("bwrap")
-            if bwrap is None:
-                problem = "bwrap is not installed"
+            if bwrap is None or not os.access(bwrap, os.X_OK):
+                problem = f"bwrap is not installed{f' at {bwrap}' if bwrap else ''}"
             else:
-                prefix = _bwrap_prefix(bwrap, privileged, config.limits.scratch_bytes)
-                launcher = _Launcher("bubblewrap", prefix, privileged, True)
-                problem = self._probe(launcher)
-                if problem is None:
-                    return launcher
+                try:
+                    prefix = _bwrap_prefix(bwrap, privileged, config.limits.scratch_bytes)
+                except (OSError, subprocess.SubprocessError) as error:
+                    problem = f"bwrap cannot be run ({error})"
+                else:
+                    launcher = _Launcher("bubblewrap", prefix, privileged, True)
+                    problem = self._probe(launcher)
+                    if problem is None:
+                        return launcher
             if config.protection == "bubblewrap" or config.require_strong:
                 raise ToolUnavailableError(
                     f"the code sandbox needs bubblewrap here but {problem}; install bubblewrap "

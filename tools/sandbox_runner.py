@@ -135,16 +135,61 @@ def _apply_limits(limits: dict[str, Any]) -> None:
         resource.setrlimit(which, (soft, hard))
 
 
-def _install_audit_hook(scratch: str) -> None:
-    """Fallback-mode tripwire: refuse process creation, network, ctypes and writes outside
-    the scratch directory. Python-level only (C code is not audited), so it backs up the real
-    boundaries (separate uid, rlimits, network namespace) and gives clear errors; it is not a
-    boundary by itself.
+def _drop_capabilities() -> None:
+    """For a fallback sandbox that must stay uid 0: give up every capability for good.
+
+    Root without capabilities cannot mount, trace or signal other users' processes, override
+    file permissions or regain capabilities through exec (bounding set emptied, securebits
+    locked). Files owned by root stay readable to it: the audit hook's read allowlist covers
+    those.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_capbset_drop, pr_cap_ambient, pr_set_securebits = 24, 47, 28
+    with open("/proc/sys/kernel/cap_last_cap") as handle:
+        last = int(handle.read())
+    for cap in range(last + 1):
+        libc.prctl(pr_capbset_drop, cap, 0, 0, 0)
+    libc.prctl(pr_cap_ambient, 4, 0, 0, 0)  # PR_CAP_AMBIENT_CLEAR_ALL
+    # SECBIT_NOROOT, SECBIT_NO_SETUID_FIXUP, SECBIT_KEEP_CAPS_LOCKED and their locks.
+    libc.prctl(pr_set_securebits, 0x2F, 0, 0, 0)
+
+    class Header(ctypes.Structure):
+        _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+    class Data(ctypes.Structure):
+        _fields_ = (
+            ("effective", ctypes.c_uint32),
+            ("permitted", ctypes.c_uint32),
+            ("inheritable", ctypes.c_uint32),
+        )
+
+    header, data = Header(0x20080522, 0), (Data * 2)()  # _LINUX_CAPABILITY_VERSION_3
+    if libc.capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
+
+
+#: Devices the code may open; everything else under /dev (disks!) is refused in the fallback.
+_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/fd/")
+#: Readable directories hold these nonetheless.
+_SECRETS = ("/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/ssh/")
+
+
+def _install_audit_hook(scratch: str, readable: list[str]) -> None:
+    """Fallback-mode tripwire, mirroring what bubblewrap enforces with mounts and namespaces.
+
+    Refuses process creation, sockets other than AF_UNIX, ctypes, signals, writes outside the
+    scratch directory, and reads outside ``readable`` (the directories bubblewrap would have
+    mounted: system directories, the interpreter, scratch). Python-level only (C code is not
+    audited), so it backs up the real boundaries (rlimits, network namespace, separate uid when
+    possible) and gives clear errors; it is not a boundary by itself.
     """
     import socket
 
     root = os.path.realpath(scratch)
-    own = f"/proc/{os.getpid()}/"
+    roots = tuple(os.path.realpath(p).rstrip(os.sep) + os.sep for p in [*readable, root])
+    own = (f"/proc/{os.getpid()}/", "/proc/self/", "/proc/thread-self/")
     blocked = (
         "os.system", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec",
         "os.kill", "os.killpg", "subprocess.Popen", "pty.spawn", "ctypes.",
@@ -161,12 +206,29 @@ def _install_audit_hook(scratch: str) -> None:
     }  # fmt: skip
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
-    def inside(path: Any) -> bool:
+    def resolve(path: Any) -> str:
+        return os.path.realpath(os.path.join(os.getcwd(), os.fsdecode(path)))
+
+    def writable(path: Any) -> bool:
         if isinstance(path, int):  # an already open descriptor
             return True
-        path = os.fsdecode(path)
-        full = os.path.realpath(os.path.join(os.getcwd(), path))
+        full = resolve(path)
         return full == root or full.startswith(root + os.sep)
+
+    def readable_path(path: Any) -> bool:
+        if isinstance(path, int):
+            return True
+        full = resolve(path)
+        if full == "/proc":
+            return True
+        if full.startswith("/proc/"):
+            rest = full[len("/proc/") :]
+            return not rest[:1].isdigit() or (full + "/").startswith(own)
+        if full.startswith("/dev/"):
+            return full.startswith(_DEVICES) or full in {d.rstrip("/") for d in _DEVICES}
+        if full.startswith(_SECRETS) or full in _SECRETS:
+            return False
+        return (full + os.sep).startswith(roots)
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
         if event.startswith(blocked):
@@ -181,24 +243,27 @@ def _install_audit_hook(scratch: str) -> None:
             raise PermissionError(f"{what} is not allowed in the sandbox ({event})")
         if event == "open":
             path, mode, flags = args
+            if path is None:
+                return
             writing = (mode is not None and any(c in mode for c in "wax+")) or (
                 mode is None and isinstance(flags, int) and flags & write_flags
             )
-            if writing and not inside(path):
+            if writing and not writable(path):
                 raise PermissionError(
                     f"writing {os.fsdecode(path)!r} is not allowed: only the working "
                     "directory is writable"
                 )
-            if isinstance(path, str | bytes):
-                name = os.fsdecode(path)
-                if name.startswith("/proc/") and name[6:7].isdigit() and not name.startswith(own):
-                    raise PermissionError("other processes are not visible in the sandbox")
+            if not writing and not readable_path(path):
+                raise PermissionError(f"reading {os.fsdecode(path)!r} is not allowed here")
+        elif event in ("os.listdir", "os.scandir"):
+            if args and args[0] is not None and not readable_path(args[0]):
+                raise PermissionError(f"listing {os.fsdecode(args[0])!r} is not allowed here")
         elif event == "socket.__new__":
             if args[1] != socket.AF_UNIX:
                 raise PermissionError("network access is not allowed in the sandbox")
         elif event in path_events:
             for index in path_events[event]:
-                if index < len(args) and not inside(args[index]):
+                if index < len(args) and not writable(args[index]):
                     raise PermissionError(f"{event} outside the working directory is not allowed")
         elif event == "object.__setattr__" and args[0] is hook:
             raise PermissionError("the sandbox's audit hook cannot be changed")
@@ -332,6 +397,9 @@ def _collect_images(
     from PIL import Image
 
     max_images, max_pixels = int(limits["max_images"]), int(limits["max_image_pixels"])
+    # The pixel limit below is checked before any decoding, and an oversize image must be
+    # refused with our message rather than Pillow's generic bomb error.
+    Image.MAX_IMAGE_PIXELS = None
     budget = int(limits["max_image_bytes"])
     paths = _saved_files(scratch)
     images: list[bytes] = []
@@ -427,8 +495,11 @@ def main(argv: list[str]) -> None:
     scratch = options["--scratch"]
     if "--uid" in options:
         _drop_privileges(int(options["--uid"]), int(options["--gid"]))
-    if options.get("--fallback") == "1":
+    fallback = options.get("--fallback") == "1"
+    if fallback:
         _harden_fallback(int(options["--parent"]))
+        if os.geteuid() == 0:  # no uid of its own could be used (see tools.sandbox)
+            _drop_capabilities()
     os.chdir(scratch)
 
     # The warm part: everything a typical call needs, imported once, before the job exists.
@@ -445,8 +516,8 @@ def main(argv: list[str]) -> None:
     os.set_inheritable(result_fd, False)
     limits = header["limits"]
     _apply_limits(limits)
-    if options.get("--fallback") == "1":
-        _install_audit_hook(scratch)
+    if fallback:
+        _install_audit_hook(scratch, json.loads(options["--readable"]))
 
     saver = _Saver(int(limits["max_image_pixels"]))
     namespace: dict[str, Any] = {"__name__": "__main__", "save_image": saver}

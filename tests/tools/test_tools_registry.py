@@ -1,0 +1,183 @@
+"""Registry and argument validation: unit tests (no sandbox process is started)."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import FrozenInstanceError
+from typing import Any
+
+import pytest
+
+from tools.base import (
+    Tool,
+    ToolArgumentsError,
+    ToolContext,
+    ToolExecutionError,
+    ToolResult,
+)
+from tools.code import CodeTool
+from tools.registry import (
+    TOOLS,
+    build_tools,
+    check_value,
+    example_arguments,
+    register_tool,
+    run_tool,
+    validate_arguments,
+)
+from tools.zoom import ZoomTool
+
+
+class Echo:
+    """A minimal tool: returns its text, or fails the way it is told to."""
+
+    name = "echo"
+    description = "Echo the text."
+    kind = "io"
+    parameters: dict[str, Any] = {  # noqa: RUF012
+        "type": "object",
+        "properties": {
+            "text": {"type": "string", "minLength": 1},
+            "times": {"type": "integer", "minimum": 1, "maximum": 3},
+            "mode": {"enum": ["plain", "loud"]},
+            "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 2},
+        },
+        "required": ["text"],
+        "additionalProperties": False,
+    }
+
+    def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
+        if arguments["text"] == "fail":
+            raise ToolExecutionError("the echo failed")
+        return ToolResult(text=arguments["text"] * arguments.get("times", 1))
+
+
+CONTEXT = ToolContext(image=b"")
+
+
+def test_tools_satisfy_the_protocol():
+    for tool in (Echo(), CodeTool(), ZoomTool()):
+        assert isinstance(tool, Tool)
+        assert tool.kind in ("cpu", "io")
+        assert tool.parameters["type"] == "object"
+
+
+def test_records_are_frozen():
+    result = ToolResult(text="x")
+    with pytest.raises(FrozenInstanceError):
+        result.text = "y"  # type: ignore[misc]
+    assert result.ok and result.images == () and result.error_type is None
+    with pytest.raises(FrozenInstanceError):
+        CONTEXT.image = b"x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "fragment"),
+    [
+        ({"text": "hi"}, None),
+        ({"text": "hi", "times": 3.0}, None),  # JSON 3.0 is an integer
+        ("hi", "arguments must be an object, not a string"),
+        ({}, "missing the required field 'text'"),
+        ({"text": "hi", "colour": "red"}, "unknown field 'colour' (allowed: 'text', 'times'"),
+        ({"text": 5}, "arguments.text must be a string, not an integer"),
+        ({"text": ""}, "at least 1 character"),
+        ({"text": "hi", "times": True}, "arguments.times must be an integer, not true or false"),
+        ({"text": "hi", "times": 1.5}, "must be an integer, not a number"),
+        ({"text": "hi", "times": 9}, "arguments.times must be at most 3"),
+        ({"text": "hi", "mode": "quiet"}, 'must be one of "plain", "loud"'),
+        ({"text": "hi", "tags": ["a", 1]}, "arguments.tags[1] must be a string"),
+        ({"text": "hi", "tags": ["a", "b", "c"]}, "at most 2 item(s), not 3"),
+        ({"text": "hi", "times": float("nan")}, "must be an integer, not a non-finite number"),
+    ],
+)
+def test_validate_arguments(arguments, fragment):
+    message = validate_arguments(Echo(), arguments)
+    if fragment is None:
+        assert message is None
+    else:
+        assert message is not None and fragment in message
+        # Written for the model: names the tool and shows the expected shape.
+        assert message.startswith("Invalid arguments for 'echo':")
+        assert 'Expected arguments like {"text": "..."}' in message
+
+
+def test_check_value_accepts_type_lists_and_null():
+    schema = {"type": ["string", "null"]}
+    assert check_value(None, schema, "x") is None
+    assert check_value("a", schema, "x") is None
+    assert check_value(1, schema, "x") == "x must be a string or null, not an integer"
+
+
+def test_example_arguments():
+    assert example_arguments(CodeTool.parameters) == {"code": "..."}
+    assert example_arguments(ZoomTool().parameters) == {"bbox_2d": [0, 0, 0, 0]}
+
+
+def test_run_tool_keeps_bad_calls_and_failures_apart():
+    tools = {"echo": Echo()}
+    assert run_tool(tools, "echo", {"text": "ab", "times": 2}, CONTEXT) == ToolResult("abab")
+
+    unknown = run_tool(tools, "shout", {}, CONTEXT)
+    assert unknown.error == "Unknown tool 'shout'. Available tools: echo."
+    assert unknown.error_type == "arguments"
+
+    bad = run_tool(tools, "echo", {"txt": "x"}, CONTEXT)
+    assert bad.error_type == "arguments" and "missing the required field 'text'" in bad.error
+
+    failed = run_tool(tools, "echo", {"text": "fail"}, CONTEXT)
+    assert failed.error == "the echo failed" and failed.error_type == "execution"
+    assert not failed.ok
+
+
+def test_error_classes_carry_their_kind():
+    assert ToolResult.failure(ToolArgumentsError("x")).error_type == "arguments"
+    assert ToolResult.failure(ToolExecutionError("y"), text="out").text == "out"
+
+
+def test_build_tools_by_name_with_settings():
+    tools = build_tools(
+        ["image_zoom_in_tool", "code"],
+        image_zoom_in_tool={"coordinates": "absolute"},
+        code={"wall_s": 3, "pool_size": 0},
+    )
+    assert list(tools) == ["image_zoom_in_tool", "code"]
+    assert "absolute pixel coordinates" in tools["image_zoom_in_tool"].description
+    assert "3 s" in tools["code"].description
+
+
+def test_build_tools_rejects_mistakes():
+    with pytest.raises(ValueError, match="unknown tool 'cod'; known tools: code"):
+        build_tools(["cod"])
+    with pytest.raises(ValueError, match="settings given for tool 'code'"):
+        build_tools(["image_zoom_in_tool"], code={"wall_s": 1})
+    with pytest.raises(ValueError, match="bad settings for tool 'code': unknown sandbox setting"):
+        build_tools(["code"], code={"wall_seconds": 1})
+    with pytest.raises(ValueError, match="bad settings for tool 'image_zoom_in_tool'"):
+        build_tools(["image_zoom_in_tool"], image_zoom_in_tool={"coords": "relative"})
+    with pytest.raises(ValueError, match="coordinates must be one of"):
+        build_tools(["image_zoom_in_tool"], image_zoom_in_tool={"coordinates": "pixels"})
+
+
+def test_register_tool():
+    register_tool("echo_test", Echo)
+    try:
+        assert isinstance(build_tools(["echo_test"])["echo_test"], Echo)
+        with pytest.raises(ValueError, match="already registered"):
+            register_tool("echo_test", Echo)
+    finally:
+        del TOOLS["echo_test"]
+
+
+def test_code_tool_is_cheap_to_build_and_pickles_without_its_pool():
+    tool = CodeTool(wall_s=2, max_images=3)
+    assert tool._sandbox is None  # nothing started by construction
+    copy = pickle.loads(pickle.dumps(tool))
+    assert copy._config == tool._config and copy.description == tool.description
+
+
+def test_code_tool_rejects_bad_calls_before_starting_anything():
+    tool = CodeTool()
+    result = tool.run({"code": 1}, CONTEXT)
+    assert result.error_type == "arguments" and "arguments.code must be a string" in result.error
+    assert tool.run({"code": "  \n"}, CONTEXT).error == "The code is empty: write some Python."
+    assert tool._sandbox is None
