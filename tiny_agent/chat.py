@@ -3,8 +3,8 @@
 The template is Qwen's ChatML (`<|im_start|>role\\n … <|im_end|>\\n`); every image part becomes
 `grid²` copies of the `<|image|>` token, which the model replaces with the image's visual
 tokens. The tokenizer is a byte-level BPE trained on the task's own texts with the `tokenizers`
-library, so any text still encodes (bytes are the fallback), and numbers stay whole tokens
-(digit runs are split from other text before BPE).
+library, so any text still encodes (bytes are the fallback); words, punctuation and digits
+are split before BPE.
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ SPECIAL_TOKENS = (IMAGE_TOKEN, PAD_TOKEN, START_TOKEN, END_TOKEN)
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     tokenizer = Tokenizer(models.BPE())
+    # Words and punctuation stay apart (GPT-2's split) and numbers are read digit by digit, so
+    # an option's word, a letter or a coordinate is always the same few tokens wherever it is.
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Digits(individual_digits=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
         ]
     )
     tokenizer.decoder = decoders.ByteLevel()

@@ -33,7 +33,7 @@ from tiny_agent import task
 
 VIEW_PIXELS = 128 * 128
 CROP_HALF = 80
-CROP_OUT = 128
+CROP_VIEW = 128
 COORD_STEP = 16
 JITTER = 40
 TOOLS_OFF_FRACTION = 0.2
@@ -41,12 +41,15 @@ CELL = 128 // 8
 
 
 def crop_code(x: int, y: int) -> str:
-    """The code the model writes for a zoom: a box around (x, y), resized to its view size."""
+    """The code the model writes for a zoom: a box around (x, y) in full-resolution pixels.
+
+    The crop is 160 px; the client downsizes it to the model's 128×128 view, as it does every
+    image, so the glyph (about 38 px at full resolution) is about 30 px tall in the sub-image.
+    """
     return (
         f"x, y = {x}, {y}\n"
         f"save_image(image.crop((x - {CROP_HALF}, y - {CROP_HALF}, "
-        f"x + {CROP_HALF}, y + {CROP_HALF}))"
-        f".resize(({CROP_OUT}, {CROP_OUT})))"
+        f"x + {CROP_HALF}, y + {CROP_HALF})))"
     )
 
 
@@ -120,7 +123,7 @@ def conversation(question: task.Question, tools_on: bool) -> list[dict]:
         {"role": "assistant", "content": turns[0]},
     ]
     if len(turns) > 1:
-        crop = ImageRef(uri="placeholder", sha256="", width=CROP_OUT, height=CROP_OUT)
+        crop = ImageRef(uri="placeholder", sha256="", width=CROP_VIEW, height=CROP_VIEW)
         observation = Observation(text="", images=(crop,), tool="code")
         rendered = protocol.render_observation([observation], 1)
         messages.append(
@@ -176,10 +179,10 @@ def build_image(seed: int) -> dict:
             cx = quantise(marker.x) + rng.randint(-JITTER, JITTER)
             cy = quantise(marker.y) + rng.randint(-JITTER, JITTER)
             box = (cx - CROP_HALF, cy - CROP_HALF, cx + CROP_HALF, cy + CROP_HALF)
-            crop = model_view(full.crop(box).resize((CROP_OUT, CROP_OUT)), VIEW_PIXELS)
+            crop = model_view(full.crop(box), VIEW_PIXELS)
             crops.append(np.asarray(crop, dtype=np.uint8))
-            gx = (marker.x - box[0]) * CROP_OUT / (2 * CROP_HALF)
-            gy = (marker.y - box[1]) * CROP_OUT / (2 * CROP_HALF)
+            gx = (marker.x - box[0]) * CROP_VIEW / (2 * CROP_HALF)
+            gy = (marker.y - box[1]) * CROP_VIEW / (2 * CROP_HALF)
             cell = int(np.clip(gy // CELL, 0, 7)) * 8 + int(np.clip(gx // CELL, 0, 7))
             crop_chars.append((cell, 1 + task.CHARACTERS.index(marker.char)))
             crop_index = len(crops) - 1

@@ -17,6 +17,7 @@ weights (safetensors, config, tokenizer) are written to `--out`. Progress is sho
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import pickle
 import random
@@ -27,13 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tiny_agent import task
 from tiny_agent.chat import SPECIAL_TOKENS, ChatProcessor, train_tokenizer
-from tiny_agent.data import CROP_HALF, CROP_OUT, VIEW_PIXELS, Dataset, build_dataset, conversation
+from tiny_agent.data import CROP_HALF, VIEW_PIXELS, Dataset, build_dataset, conversation
 from tiny_agent.model import TinyVLM, TinyVLMConfig, attention_mask, cosine_lr, parameter_count
 from tiny_agent.runtime import SamplingSettings, TinyRuntime, save_checkpoint
 
@@ -52,14 +52,16 @@ def _texts(conversations: list[list[dict]]):
     yield from (f"{role}\n" for role in ("system", "user", "assistant"))
 
 
-def load_or_build(work: Path, images: int, seed: int) -> tuple[Dataset, ChatProcessor, list]:
+def load_or_build(
+    work: Path, images: int, seed: int, workers: int = 2
+) -> tuple[Dataset, ChatProcessor, list]:
     data_path = work / "dataset.pkl"
     if data_path.exists():
         dataset = pickle.loads(data_path.read_bytes())
     else:
         started = time.time()
         with console.status(f"rendering {images} training scenes"):
-            dataset = build_dataset(images, seed)
+            dataset = build_dataset(images, seed, workers)
         data_path.write_bytes(pickle.dumps(dataset))
         console.log(f"built {len(dataset.examples)} examples in {time.time() - started:.0f}s")
     conversations = [conversation(e.question, e.tools_on) for e in dataset.examples]
@@ -74,19 +76,33 @@ def load_or_build(work: Path, images: int, seed: int) -> tuple[Dataset, ChatProc
     return dataset, processor, encoded
 
 
+def system_length(rendered) -> int:
+    """Tokens of the system turn: the prefix every conversation of one tool mode shares."""
+    return rendered.ids.index(rendered.ids[0], 1)
+
+
 def make_batch(
     indices: list[int], dataset: Dataset, encoded: list, processor: ChatProcessor
 ) -> dict[str, torch.Tensor]:
-    width = max(len(encoded[i].ids) for i in indices)
+    """A batch of conversations sharing one system prompt, which is sent once as `prefix`.
+
+    Every conversation of a tool mode starts with the same system turn, so the decoder runs it
+    once per batch and the rest of each conversation attends to its cached keys and values:
+    the same computation as running each row whole, at a fraction of the cost.
+    """
+    cut = system_length(encoded[indices[0]])
+    prefix = encoded[indices[0]].ids[:cut]
+    assert all(encoded[i].ids[:cut] == prefix for i in indices), "one system prompt per batch"
+    width = max(len(encoded[i].ids) for i in indices) - cut
     ids = torch.full((len(indices), width), processor.pad_id, dtype=torch.long)
     targets = torch.zeros(len(indices), width, dtype=torch.bool)
     valid = torch.zeros(len(indices), width, dtype=torch.bool)
     views, crops, order = [], [], []
     for row, index in enumerate(indices):
         rendered, example = encoded[index], dataset.examples[index]
-        n = len(rendered.ids)
-        ids[row, :n] = torch.tensor(rendered.ids)
-        targets[row, :n] = torch.tensor(rendered.targets)
+        n = len(rendered.ids) - cut
+        ids[row, :n] = torch.tensor(rendered.ids[cut:])
+        targets[row, :n] = torch.tensor(rendered.targets[cut:])
         valid[row, :n] = True
         order.append(("view", len(views)))
         views.append(example.view)
@@ -98,6 +114,7 @@ def make_batch(
         return torch.from_numpy(array).permute(0, 3, 1, 2).float() / 255.0
 
     return {
+        "prefix": torch.tensor(prefix),
         "ids": ids,
         "targets": targets,
         "valid": valid,
@@ -110,6 +127,8 @@ def make_batch(
 
 
 def losses(model: TinyVLM, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    device = next(model.parameters()).device
+    batch = {key: value.to(device) for key, value in batch.items()}
     config = model.config
     view_tokens, view_features = model.encode_images(batch["views"])
     if batch["crops"].shape[0]:
@@ -125,10 +144,22 @@ def losses(model: TinyVLM, batch: dict[str, torch.Tensor]) -> dict[str, torch.Te
         else:
             visual.append(crop_tokens[next_crop])
             next_crop += 1
+    prefix = batch["prefix"][None]
+    cut = prefix.shape[1]
+    prefix_valid = torch.ones_like(prefix, dtype=torch.bool)
+    _, prefix_balance, caches = model(
+        model.embed(prefix),
+        torch.arange(cut, device=device)[None],
+        attention_mask(prefix_valid, cut),
+    )
+    rows = batch["ids"].shape[0]
+    caches = [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in caches]
     x = model.embed_inputs(batch["ids"], torch.stack(visual))
     valid = batch["valid"]
-    positions = torch.arange(valid.shape[1]).expand_as(valid)
-    logits, balance, _ = model(x, positions, attention_mask(valid, valid.shape[1]))
+    positions = cut + torch.arange(valid.shape[1], device=device).expand_as(valid)
+    keys = torch.cat([prefix_valid.expand(rows, -1), valid], dim=1)
+    logits, balance, _ = model(x, positions, attention_mask(keys, valid.shape[1]), caches)
+    balance = balance + prefix_balance
     shift_targets = batch["targets"][:, 1:]
     language = F.cross_entropy(logits[:, :-1][shift_targets], batch["ids"][:, 1:][shift_targets])
 
@@ -143,9 +174,9 @@ def losses(model: TinyVLM, batch: dict[str, torch.Tensor]) -> dict[str, torch.Te
     offset = F.mse_loss(global_out[..., -2:][present].sigmoid(), vt[..., 2:][present])
     aux = colour + shape + 4 * offset
     if crop_features is not None:
-        char_targets = torch.zeros(crop_features.shape[:2], dtype=torch.long)
+        char_targets = torch.zeros(crop_features.shape[:2], dtype=torch.long, device=device)
         chars = batch["crop_chars"]
-        char_targets[torch.arange(len(chars)), chars[:, 0]] = chars[:, 1]
+        char_targets[torch.arange(len(chars), device=device), chars[:, 0]] = chars[:, 1]
         aux = aux + F.cross_entropy(
             model.aux_crop(crop_features).flatten(0, 1), char_targets.flatten()
         )
@@ -182,10 +213,11 @@ def evaluate(runtime: TinyRuntime, n: int, seed: int) -> dict[str, float]:
     second_batch, second_rows = [], []
     for row, ((messages, full, tools_on), out) in enumerate(zip(chats, first, strict=True)):
         match = _COORDS.search(out.text)
-        if tools_on and match and "<tool_call>" in out.text:
+        inside = match and max(len(match[1]), len(match[2])) <= 5
+        if tools_on and inside and "<tool_call>" in out.text:
             x, y = int(match[1]), int(match[2])
             box = (x - CROP_HALF, y - CROP_HALF, x + CROP_HALF, y + CROP_HALF)
-            crop = full.crop(box).resize((CROP_OUT, CROP_OUT), Image.Resampling.BICUBIC)
+            crop = model_view(full.crop(box), VIEW_PIXELS)
             observation = conversation(truths[row], True)[3]
             observation["content"][1] = {"type": "image", "image": crop}
             second_batch.append(
@@ -221,13 +253,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save-every", type=int, default=100)
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="processes rendering the data")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is lent")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
 
-    dataset, processor, encoded = load_or_build(args.work, args.images, args.seed)
+    dataset, processor, encoded = load_or_build(args.work, args.images, args.seed, args.workers)
     config = TinyVLMConfig(
         vocab_size=processor.tokenizer.get_vocab_size(),
         image_token_id=processor.image_id,
@@ -236,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
         aux_shapes=1 + len(task.SHAPES),
     )
     assert processor.tokenizer.token_to_id(SPECIAL_TOKENS[0]) == config.image_token_id
-    model = TinyVLM(config)
+    model = TinyVLM(config).to(args.device)
     vision = [p for n, p in model.named_parameters() if n.startswith(("vision.", "aux_"))]
     rest = [p for n, p in model.named_parameters() if not n.startswith(("vision.", "aux_"))]
     optimizer = torch.optim.AdamW(
@@ -249,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     step = 0
     rng = random.Random(args.seed)
     if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
+        state = torch.load(checkpoint, weights_only=False, map_location=args.device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
@@ -261,6 +295,11 @@ def main(argv: list[str] | None = None) -> None:
         f"{parameter_count(model) / 1e6:.2f} M parameters, {len(dataset.examples)} examples, "
         f"vocabulary {config.vocab_size}"
     )
+    by_mode = {
+        tools_on: [i for i, e in enumerate(dataset.examples) if e.tools_on == tools_on]
+        for tools_on in (False, True)
+    }
+    tools_on_share = len(by_mode[True]) / len(dataset.examples)
     running: dict[str, float] = {}
     started = time.time()
     with Progress(
@@ -276,7 +315,8 @@ def main(argv: list[str] | None = None) -> None:
             lr = cosine_lr(step, args.steps, warmup=150, peak=args.lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["scale"]
-            indices = [rng.randrange(len(dataset.examples)) for _ in range(args.batch)]
+            mode = by_mode[rng.random() < tools_on_share]
+            indices = [rng.choice(mode) for _ in range(args.batch)]
             parts = losses(model, make_batch(indices, dataset, encoded, processor))
             total = parts["language"] + 0.5 * parts["aux"] + 0.01 * parts["balance"]
             optimizer.zero_grad(set_to_none=True)
@@ -292,9 +332,9 @@ def main(argv: list[str] | None = None) -> None:
             if step % 25 == 0:
                 record |= {k: round(v, 4) for k, v in running.items()}
             if step % args.eval_every == 0 or step == args.steps:
-                record["eval"] = evaluate(
-                    TinyRuntime(model, processor), 96, seed=10_000 + args.seed
-                )
+                # The runtime serves on CPU; evaluate a CPU copy so training state is untouched.
+                runtime = TinyRuntime(copy.deepcopy(model).cpu(), processor)
+                record["eval"] = evaluate(runtime, 96, seed=10_000 + args.seed)
                 progress.console.log(f"step {step}: {record['eval']}")
                 model.train()
             if len(record) > 3:
@@ -310,7 +350,7 @@ def main(argv: list[str] | None = None) -> None:
                     },
                     checkpoint,
                 )
-    save_checkpoint(model.eval(), processor, args.out)
+    save_checkpoint(model.cpu().eval(), processor, args.out)
     console.log(f"saved weights to {args.out}")
 
 
