@@ -157,10 +157,61 @@ def run_demo(args: argparse.Namespace) -> int:
     return demo.run_demo(args, args.extra)
 
 
+def add_report_command(subparsers: SubParsers) -> None:
+    """`report`: write a run's static HTML report (summary, trajectory list and pages)."""
+    from beam_pipelines.report import DEFAULT_MAX_TRAJECTORIES
+
+    parser = subparsers.add_parser(
+        "report",
+        help="write a static HTML report of an annotate run (opens without a server)",
+        description="Read a run's answers, failures and traces under an output root and write "
+        "runs/<run_id>/report/index.html with one page per trajectory.",
+    )
+    parser.add_argument("--output", required=True, help="the run's output root (local or gs://)")
+    parser.add_argument("--run", default=None, help="run id (default: the newest run)")
+    parser.add_argument(
+        "--max-trajectories",
+        "--max_trajectories",
+        type=int,
+        default=DEFAULT_MAX_TRAJECTORIES,
+        help="trajectories that get a page; a larger run is sampled by id hash (%(default)s)",
+    )
+    parser.add_argument(
+        "--report-dir", default=None, help="write here instead of runs/<run_id>/report"
+    )
+    parser.set_defaults(handler=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from beam_pipelines.report import build_report
+
+    if args.max_trajectories < 0:
+        print("error: --max-trajectories must be at least 0", file=sys.stderr)
+        return 2
+    try:
+        result = build_report(
+            args.output,
+            args.run,
+            max_trajectories=args.max_trajectories,
+            report_dir=args.report_dir,
+        )
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"report of run {result.run_id}: {result.pages} trajectory pages "
+        f"(of {result.trajectories}), {result.images} images",
+        flush=True,
+    )
+    print(f"report: {result.index}", flush=True)
+    return 0
+
+
 COMMANDS: tuple[Callable[[SubParsers], None], ...] = (
     add_serve_command,
     add_annotate_command,
     add_demo_command,
+    add_report_command,
 )
 
 

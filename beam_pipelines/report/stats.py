@@ -1,0 +1,219 @@
+"""Run statistics and the trajectory sample, computed in one streaming pass over the rows.
+
+`RunStats` counts what the summary shows (statuses, accuracy, tokens, latency, turn and
+tool-call histograms, failures by class with a few examples each); `Sample` keeps a bounded,
+deterministic sample of the trajectories that get a page. Both take rows one at a time, so a
+run of any size is summarised in memory proportional to its distinct ids (answer rows are
+deduplicated by id, as `beam_pipelines.summary` does) plus the sample.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Examples kept per failure class.
+FAILURE_EXAMPLES = 5
+#: Characters kept of a failure message.
+MESSAGE_CHARS = 500
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trajectory the report may show: its row as the list needs it, and its trace URI."""
+
+    id: str
+    status: str
+    trace_uri: str | None
+    correct: bool | None = None
+    turns: int | None = None
+    tool_calls: int | None = None
+    answer: str | None = None
+    choice: str | None = None
+    latency_s: float | None = None
+    error_class: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class FailureExample:
+    """One failure row, shortened for the page."""
+
+    id: str | None
+    stage: str
+    message: str
+    has_trace: bool
+
+
+@dataclass
+class RunStats:
+    """Counts over every answer and failure row of a run."""
+
+    statuses: Counter[str] = field(default_factory=Counter)
+    graded: int = 0
+    correct: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    tool_calls: int = 0
+    latency_sum_s: float = 0.0
+    latency_count: int = 0
+    latencies_s: list[float] = field(default_factory=list)
+    turns: Counter[int] = field(default_factory=Counter)
+    tool_calls_per_job: Counter[int] = field(default_factory=Counter)
+    failures_by_class: Counter[str] = field(default_factory=Counter)
+    failure_stages: dict[str, Counter[str]] = field(default_factory=dict)
+    failure_examples: dict[str, list[FailureExample]] = field(default_factory=dict)
+    duplicate_rows: int = 0
+    _seen: set[str] = field(default_factory=set, repr=False)
+    latency_cap: int = 100_000
+
+    @property
+    def answered(self) -> int:
+        return self.statuses.get("answered", 0)
+
+    @property
+    def max_turns(self) -> int:
+        return self.statuses.get("max_turns", 0)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failures_by_class.values())
+
+    @property
+    def finished(self) -> int:
+        return sum(self.statuses.values()) + self.failed
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.graded if self.graded else None
+
+    @property
+    def mean_latency_s(self) -> float | None:
+        return self.latency_sum_s / self.latency_count if self.latency_count else None
+
+    def add_answer(self, row: dict[str, Any]) -> bool:
+        """Count one answer row; False (and nothing counted) for a duplicate id."""
+        job_id = str(row.get("id"))
+        if job_id in self._seen:
+            self.duplicate_rows += 1
+            return False
+        self._seen.add(job_id)
+        self.statuses[str(row.get("status"))] += 1
+        if row.get("correct") is not None:
+            self.graded += 1
+            self.correct += bool(row["correct"])
+        self.prompt_tokens += int(row.get("prompt_tokens") or 0)
+        self.completion_tokens += int(row.get("completion_tokens") or 0)
+        calls = int(row.get("tool_calls") or 0)
+        self.tool_calls += calls
+        self.turns[int(row.get("turns") or 0)] += 1
+        self.tool_calls_per_job[calls] += 1
+        latency = row.get("latency_s")
+        if isinstance(latency, int | float):
+            self.latency_sum_s += float(latency)
+            self.latency_count += 1
+            # Enough for a histogram's shape; a bigger run keeps the first `latency_cap`.
+            if len(self.latencies_s) < self.latency_cap:
+                self.latencies_s.append(float(latency))
+        return True
+
+    def add_failure(self, row: dict[str, Any]) -> None:
+        """Count one failure row and keep it as an example when its class has room."""
+        error_class = str(row.get("error_class") or "unknown")
+        stage = str(row.get("stage") or "")
+        self.failures_by_class[error_class] += 1
+        self.failure_stages.setdefault(error_class, Counter())[stage] += 1
+        examples = self.failure_examples.setdefault(error_class, [])
+        if len(examples) < FAILURE_EXAMPLES:
+            message = str(row.get("message") or "")
+            if len(message) > MESSAGE_CHARS:
+                message = message[:MESSAGE_CHARS] + "…"
+            job_id = row.get("id")
+            examples.append(
+                FailureExample(
+                    id=str(job_id) if job_id is not None else None,
+                    stage=stage,
+                    message=message,
+                    has_trace=bool(row.get("trace_uri")),
+                )
+            )
+
+
+def answer_candidate(row: dict[str, Any]) -> Candidate:
+    return Candidate(
+        id=str(row["id"]),
+        status=str(row.get("status")),
+        trace_uri=row.get("trace_uri"),
+        correct=row.get("correct"),
+        turns=row.get("turns"),
+        tool_calls=row.get("tool_calls"),
+        answer=row.get("answer"),
+        choice=row.get("choice"),
+        latency_s=row.get("latency_s"),
+        error=row.get("error"),
+    )
+
+
+def failure_candidate(row: dict[str, Any]) -> Candidate | None:
+    """A failure row whose job started the agent (it has a trace); None otherwise."""
+    if not row.get("trace_uri") or row.get("id") is None:
+        return None
+    return Candidate(
+        id=str(row["id"]),
+        status="failed",
+        trace_uri=row["trace_uri"],
+        error_class=row.get("error_class"),
+        error=row.get("message"),
+    )
+
+
+def sample_key(job_id: str) -> bytes:
+    """The sample order: a hash of the id, so the sample does not depend on shard order."""
+    return hashlib.sha256(job_id.encode("utf-8", "surrogatepass")).digest()
+
+
+class Sample:
+    """The `cap` candidates with the smallest id hashes: a uniform, reproducible sample.
+
+    Memory is O(cap) whatever the number of candidates offered; an id offered twice is kept
+    once (the first offer wins, as answer rows are read before failure rows).
+    """
+
+    def __init__(self, cap: int) -> None:
+        if cap < 0:
+            raise ValueError("the sample cap must be at least 0")
+        self.cap = cap
+        self.offered = 0
+        self._heap: list[tuple[bytes, int, Candidate]] = []  # max-heap by negated key
+        self._ids: set[str] = set()
+        self._order = 0
+
+    def offer(self, candidate: Candidate) -> None:
+        if candidate.id in self._ids:
+            return
+        self.offered += 1
+        if self.cap == 0:
+            return
+        key = bytes(255 - b for b in sample_key(candidate.id))  # negate: heapq is a min-heap
+        self._order += 1
+        entry = (key, self._order, candidate)
+        if len(self._heap) < self.cap:
+            heapq.heappush(self._heap, entry)
+            self._ids.add(candidate.id)
+        elif key > self._heap[0][0]:
+            dropped = heapq.heapreplace(self._heap, entry)
+            self._ids.discard(dropped[2].id)
+            self._ids.add(candidate.id)
+
+    def __contains__(self, job_id: str) -> bool:
+        return job_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def candidates(self) -> list[Candidate]:
+        """The sample in id order."""
+        return sorted((entry[2] for entry in self._heap), key=lambda c: c.id)
