@@ -33,9 +33,7 @@ def started(
     data = png()
     image.write_bytes(data)
     ref = ImageRef(uri=str(image), sha256=sha256_hex(data), width=64, height=48)
-    job = Job(
-        id=job_id, image=str(image), question="Which?", options=("x", "y"), answer=answer
-    )
+    job = Job(id=job_id, image=str(image), question="Which?", options=("x", "y"), answer=answer)
     return loop.start(
         job, "r1v4", [ToolSpec(t) for t in tools], ref, ref, model="test", sampling={}
     )

@@ -26,9 +26,7 @@ def store(tmp_path: Path) -> ImageStore:
 
 
 def test_a_crop_comes_back_as_a_stored_image_and_view(tmp_path: Path, runtime: ToolRuntime):
-    traj = code_call(
-        started(tmp_path), "print(image.size)\nsave_image(image.crop((0, 0, 40, 40)))"
-    )
+    traj = code_call(started(tmp_path), "print(image.size)\nsave_image(image.crop((0, 0, 40, 40)))")
     result = run_turn(traj, runtime, store(tmp_path), timeout_s=30)
     observed = result.outcome
     assert not isinstance(observed, FailedJob), observed
@@ -64,4 +62,6 @@ def test_a_missing_original_fails_the_job_not_the_pipeline(tmp_path: Path, runti
 
 
 def result_error(traj) -> bool:
-    return traj.messages[-1]["role"] == "user" and "error" in traj.messages[-1]["content"][0]["text"]
+    return (
+        traj.messages[-1]["role"] == "user" and "error" in traj.messages[-1]["content"][0]["text"]
+    )

@@ -60,7 +60,7 @@ def test_image_folder_makes_one_job_per_image(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"...")
     files = expand_input(str(tmp_path), images=True)
     assert [f.kind for f in files] == ["image", "image"]
-    (_, raw), = iter_records(files[0], "Describe the image.")
+    ((_, raw),) = iter_records(files[0], "Describe the image.")
     parsed = parse_record(files[0].path, 1, raw)
     assert isinstance(parsed, Candidate)
     assert parsed.job.question == "Describe the image." and parsed.job.id.startswith("h-")

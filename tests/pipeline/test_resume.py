@@ -37,8 +37,16 @@ def test_read_failures_pass_through() -> None:
 
 def test_answered_ids_are_read_from_the_id_column(tmp_path: Path) -> None:
     rows = [
-        {"id": i, "status": "answered", "turns": 1, "tool_calls": 0, "prompt_tokens": 1,
-         "completion_tokens": 1, "model": "m", "protocol": "r1v4"}
+        {
+            "id": i,
+            "status": "answered",
+            "turns": 1,
+            "tool_calls": 0,
+            "prompt_tokens": 1,
+            "completion_tokens": 1,
+            "model": "m",
+            "protocol": "r1v4",
+        }
         for i in ("a/b", "../c")
     ]
     buffer = io.BytesIO()

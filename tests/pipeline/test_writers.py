@@ -26,8 +26,14 @@ def test_results_are_written_as_answers_traces_and_failures(tmp_path: Path) -> N
     results = [
         *finished,
         FailedJob(
-            Failure(input={"id": "dead"}, stage="generate", error_class="model_unavailable",
-                    message="server gone", attempts=4, id="dead"),
+            Failure(
+                input={"id": "dead"},
+                stage="generate",
+                error_class="model_unavailable",
+                message="server gone",
+                attempts=4,
+                id="dead",
+            ),
             partial,
         ),
         Failure(input="{bad", stage="read", error_class="invalid_json", message="m"),

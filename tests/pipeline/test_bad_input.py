@@ -1,0 +1,127 @@
+"""Bad input never crashes the run and is never dropped: every line ends in exactly one row."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .runs import annotate_run, run_rows
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+OPTIONS = ["A", "B", "C", "D"]
+
+
+def encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def bomb_png(side: int = 100_000) -> bytes:
+    """A PNG header declaring side x side pixels, with (almost) no data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def zoo() -> dict[str, tuple[bytes, str | None]]:
+    """Image files -> (bytes, the failure class they must end in, or None when usable)."""
+    rng = np.random.default_rng(0)
+    noise = Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
+    jpeg = encoded(noise, "JPEG", quality=90)
+    frames = [Image.new("P", (40, 30), i) for i in (1, 2)]
+    gif = io.BytesIO()
+    frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:])
+    deep = Image.fromarray((rng.integers(0, 65535, (30, 40))).astype(np.uint16))
+    return {
+        "empty.jpg": (b"", "image_empty"),
+        "truncated.jpg": (jpeg[: len(jpeg) // 2], "image_truncated"),
+        "garbage.png": (b"not an image at all " * 20, "image_corrupt"),
+        "bomb.png": (bomb_png(), "image_too_large"),
+        "cmyk.jpg": (encoded(noise.convert("CMYK"), "JPEG"), None),
+        "palette.png": (encoded(noise.convert("P"), "PNG"), None),
+        "deep16.png": (encoded(deep, "PNG"), None),
+        "animated.gif": (gif.getvalue(), None),
+    }
+
+
+def test_every_line_ends_in_one_row_with_its_error_class(
+    tmp_path: Path, corpus: Path, triton
+) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    good = [json.loads(line) for line in corpus.read_text().splitlines()[:3]]
+    lines: list[str] = [json.dumps(job) for job in good]
+    expected: dict[str, str | None] = {job["id"]: None for job in good}
+
+    for name, (data, error_class) in zoo().items():
+        (images / name).write_bytes(data)
+        job = {
+            "id": f"zoo-{name}",
+            "image": str(images / name),
+            "question": "Which?",
+            "options": OPTIONS,
+            "answer": "A",
+        }
+        lines.append(json.dumps(job))
+        expected[job["id"]] = error_class
+
+    base = {"image": good[0]["image"], "question": "What?", "options": OPTIONS}
+    awkward_ids = ["a/b/../../etc/passwd", "../..", "with space/and\\back"]
+    for job_id in awkward_ids:
+        lines.append(json.dumps({**base, "id": job_id}))
+        expected[job_id] = None
+    bad_lines = {
+        "{this is not json": "invalid_json",
+        "[1, 2, 3]": "invalid_json",
+        json.dumps({"id": "no-question", "image": good[0]["image"]}): "missing_field",
+        json.dumps({"id": "no-image", "question": "q"}): "missing_field",
+        json.dumps({**base, "id": "huge", "question": "x" * (1 << 20)}): "question_too_long",
+        json.dumps({**base, "id": "missing", "image": str(tmp_path / "nope.jpg")}): "image_missing",
+        json.dumps({**base, "id": good[1]["id"]}): "duplicate_id",
+    }
+    lines += list(bad_lines)
+    lines.insert(2, "")  # blank lines are not jobs
+    lines.append("   ")
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("\n".join(lines) + "\n")
+
+    result = annotate_run(jobs, tmp_path / "out", triton.grpc_url)
+    answers, failures = run_rows(result)
+
+    non_blank = [line for line in lines if line.strip()]
+    assert len(answers) + len(failures) == len(non_blank)
+    got_classes = sorted(f["error_class"] for f in failures if f["stage"] in ("read", "prepare"))
+    want_classes = sorted([c for c in expected.values() if c] + list(bad_lines.values()))
+    assert got_classes == want_classes
+    # Each bad line keeps its input: the raw text when it was not a JSON object.
+    raw_inputs = [f["input"] for f in failures if f["error_class"] == "invalid_json"]
+    assert sorted(raw_inputs) == ["[1, 2, 3]", "{this is not json"]
+    huge = next(f for f in failures if f["error_class"] == "question_too_long")
+    assert len(huge["input"]["question"]) == 1 << 20
+    # Every usable job reached the agent: an answer row, or at worst an agent-stage failure.
+    reached = {r["id"] for r in answers} | {
+        f["id"] for f in failures if f["stage"] not in ("read", "prepare")
+    }
+    usable = {job_id for job_id, c in expected.items() if c is None}
+    assert usable <= reached
+    duplicate = next(f for f in failures if f["error_class"] == "duplicate_id")
+    assert duplicate["input"]["question"] == "What?"  # the later line is the duplicate

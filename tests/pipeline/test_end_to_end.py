@@ -1,0 +1,58 @@
+"""The whole pipeline on the embedded default: answers, traces, images, manifest, accuracy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from beam_pipelines.agent.records import answer_schema
+
+from .runs import annotate_run, image_uris, run_rows, trace
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_synthetic_corpus_is_answered_well_above_chance(
+    tmp_path: Path, corpus: Path, triton
+) -> None:
+    out = tmp_path / "out"
+    result = annotate_run(corpus, out, triton.grpc_url)
+    answers, failures = run_rows(result)
+    lines = corpus.read_text().splitlines()
+    assert len(answers) + len(failures) == len(lines)
+
+    summary = result.summary
+    assert summary.answered >= len(lines) * 0.75, (summary, failures[:3])
+    # Four options: chance is 25 %.
+    assert summary.accuracy is not None and summary.accuracy >= 0.6, summary
+    assert summary.tool_calls > 0  # the zoom questions need a crop
+
+    for shard in Path(result.layout.answers_dir).glob("part-*.parquet"):
+        assert pq.read_schema(shard).equals(answer_schema())
+    # Every trace is replayable: its images exist where it says, and its tool images are
+    # stored content-addressed under the output root.
+    for row in answers:
+        record = trace(row["trace_uri"])
+        assert record["status"] == row["status"]
+        assert record["final"] or row["status"] != "answered"
+        for uri in image_uris(record):
+            assert Path(uri).exists(), uri
+            if uri != record["job"]["image"]:
+                assert Path(uri).parent == out / "images"
+
+    manifest = json.loads((Path(result.layout.run_dir) / "manifest.json").read_text())
+    assert manifest["status"] == "done" and manifest["counts"]["answered"] == summary.answered
+    assert manifest["config"]["max_turns"] == 4 and "apache-beam" in manifest["versions"]
+    assert manifest["metrics"]["model_requests"] >= len(lines)
+
+
+def test_a_rerun_skips_what_is_answered(tmp_path: Path, corpus: Path, triton) -> None:
+    out = tmp_path / "out"
+    first = annotate_run(corpus, out, triton.grpc_url, "--limit=4")
+    second = annotate_run(corpus, out, triton.grpc_url, "--limit=6")
+    assert first.summary.finished == 4
+    assert second.summary.skipped == first.summary.answered + first.summary.max_turns
+    assert second.summary.finished == 6 - second.summary.skipped
