@@ -16,6 +16,9 @@
 # gets the wheels in DIR (numpy<2, which the pytriton Python-backend stub needs, protobuf,
 # grpcio, python-rapidjson, tritonclient) and, unpacked into its site-packages, the pytriton
 # tritonserver tarball in DIR (pytriton-*.tar.xz: pytriton/tritonserver + nvidia_pytriton.libs).
+# The stub's C++ side was built against NumPy 1 (with NumPy 2 it misreads every BYTES tensor),
+# so the venv's numpy<2 shadows the system's NumPy 2; SciPy builds that need NumPy 2 are then
+# hidden (transformers imports SciPy only when it is there, and serving never needs it).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,6 +34,9 @@ bootstrap() {
   site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
   echo "$base_site" > "$site/base-python.pth"
   "$venv/bin/python" -m pip install -q --no-index --no-deps --no-compile "$wheels"/*.whl
+  if compgen -G "$wheels/numpy-1.*.whl" >/dev/null; then
+    echo 'import sys; sys.modules.setdefault("scipy", None)' > "$site/numpy1-hide-scipy.pth"
+  fi
   for tarball in "$wheels"/pytriton-*.tar.xz; do
     tar -xJf "$tarball" -C "$site" --strip-components=1
   done

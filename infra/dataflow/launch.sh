@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Launch one annotate run from the flex template. Rerunning with the same OUTPUT only processes
+# jobs without an answer row (the pipeline's resume), so this is also the "process new inputs"
+# command that the schedulers run.
+#
+#   PROJECT=my-proj REGION=us-central1 INPUT='gs://b/inputs/*.jsonl' OUTPUT=gs://b-out/annotate \
+#     TRITON_URL=10.20.0.50:8001 IMAGE=us-central1-docker.pkg.dev/my-proj/agent-vlm/dataflow:abc \
+#     infra/dataflow/launch.sh [extra --parameters, e.g. max_turns=12]
+#
+# Sizing (see docs/deployment.md): MACHINE_TYPE n2-standard-8 with MAX_WORKERS such that
+# workers x processes x max_in_flight stays near what the Triton replicas batch.
+set -euo pipefail
+
+: "${PROJECT:?}" "${REGION:?}" "${INPUT:?}" "${OUTPUT:?}" "${TRITON_URL:?}" "${IMAGE:?}"
+TEMPLATE="${TEMPLATE:-gs://$PROJECT-agent-vlm-templates/annotate/latest.json}"
+SERVICE_ACCOUNT="${SERVICE_ACCOUNT:-agent-vlm-dataflow@$PROJECT.iam.gserviceaccount.com}"
+SUBNETWORK="${SUBNETWORK:-regions/$REGION/subnetworks/agent-vlm-dataflow}"
+MACHINE_TYPE="${MACHINE_TYPE:-n2-standard-8}"
+MAX_WORKERS="${MAX_WORKERS:-16}"
+JOB_NAME="${JOB_NAME:-agent-vlm-annotate-$(date -u +%Y%m%d-%H%M%S)}"
+
+extra=""
+for parameter in "$@"; do
+  extra+=",$parameter"
+done
+
+# Temp and staging live under the output bucket: the workers' service account writes nowhere else.
+gcloud dataflow flex-template run "$JOB_NAME" \
+  --project "$PROJECT" \
+  --region "$REGION" \
+  --template-file-gcs-location "$TEMPLATE" \
+  --service-account-email "$SERVICE_ACCOUNT" \
+  --subnetwork "$SUBNETWORK" \
+  --disable-public-ips \
+  --worker-machine-type "$MACHINE_TYPE" \
+  --max-workers "$MAX_WORKERS" \
+  --temp-location "$OUTPUT/_dataflow/temp" \
+  --staging-location "$OUTPUT/_dataflow/staging" \
+  --parameters "^~^input=$INPUT~output=$OUTPUT~triton_url=$TRITON_URL~sdk_container_image=$IMAGE~sdk_location=container${extra//,/\~}"
