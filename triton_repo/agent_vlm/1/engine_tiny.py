@@ -61,7 +61,7 @@ def from_parameters(
     """Load the tiny model from `checkpoint` (the tiny model runs on CPU)."""
     params = take_parameters(parameters, DEFAULTS, "tiny")
     checkpoint = resolve_path(params["checkpoint"], model_dir)
-    runtime_module = _import_runtime(model_dir)
+    runtime_module = _import_runtime()
     return TinyEngine(runtime_module.TinyRuntime.load(checkpoint))
 
 
@@ -74,15 +74,16 @@ def _fields(output: Any) -> tuple[str, str, int, int]:
     return str(text), str(finish_reason), int(prompt_tokens), int(completion_tokens)
 
 
-def _import_runtime(model_dir: Path) -> Any:
+def _import_runtime() -> Any:
     """Import `tiny_agent.runtime`; when the project is not installed in the server's
-    environment, fall back to the project checkout that holds this model repository."""
+    environment, fall back to the project checkout this file belongs to."""
     try:
         return importlib.import_module("tiny_agent.runtime")
     except ModuleNotFoundError as exc:
         if exc.name not in ("tiny_agent", "tiny_agent.runtime"):
             raise
-    project_root = model_dir.resolve().parents[1]
+    # triton_repo/agent_vlm/1/engine_tiny.py -> the project root (symlinks resolved).
+    project_root = Path(__file__).resolve().parents[3]
     if not (project_root / "tiny_agent").is_dir():
         raise ModuleNotFoundError(
             "tiny_agent is not importable: install the project (pip install -e .) in the "
