@@ -46,6 +46,7 @@ import logging
 import os
 import pwd
 import random
+import select
 import selectors
 import shutil
 import signal
@@ -151,6 +152,9 @@ class SandboxOutcome:
     reason: str | None
     protection: str
     elapsed_s: float
+    #: Seconds spent inside the sandbox as the runner reports them (``code_s``: decoding the
+    #: inputs and running the code; ``collect_s``: gathering the saved images). Informational.
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -478,6 +482,15 @@ class _Raw:
     startup_failed: bool = False
 
 
+def _grow_pipe(fd: int) -> None:
+    """Enlarge a pipe (64 KiB by default) so a job or a result crosses in one or two writes:
+    every extra round trip is a wake-up, and on a busy machine each one waits for a CPU."""
+    import fcntl
+
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, 1031, 1 << 20)  # F_SETPIPE_SZ; capped by /proc/sys/fs/pipe-max-size
+
+
 class _Worker:
     """One sandbox process, used for at most one job."""
 
@@ -504,6 +517,7 @@ class _Worker:
             scratch, env = self.scratch_host, _child_env(self.scratch_host)
         read_end, write_end = os.pipe()
         self.result_fd = read_end
+        _grow_pipe(write_end)
         try:
             self.proc = subprocess.Popen(
                 self.launcher.argv(scratch, write_end, self.uid, probe),
@@ -518,9 +532,16 @@ class _Worker:
             raise ToolUnavailableError(f"cannot start a sandbox process: {error}") from error
         finally:
             os.close(write_end)
+        assert self.proc.stdin is not None
+        _grow_pipe(self.proc.stdin.fileno())
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def ready(self) -> bool:
+        """Whether the runner has said ``ready`` (its message waits, unread, in the pipe)."""
+        readable, _, _ = select.select([self.result_fd], [], [], 0)
+        return bool(readable) and self.alive()
 
     def run(self, job: bytes, limits: SandboxLimits, startup_timeout_s: float) -> _Raw:
         """Send ``job``, collect output and result until done or out of time."""
@@ -674,6 +695,7 @@ class Sandbox:
         self._idle: deque[_Worker] = deque()
         self._retired: list[_Worker] = []
         self._thread: threading.Thread | None = None
+        self._destroying = 0
         self._closed = False
 
     # -- protection ---------------------------------------------------------------------------
@@ -823,6 +845,21 @@ class Sandbox:
             self._ensure_thread()
             self._cond.notify_all()
 
+    def wait_warm(self, timeout_s: float = 60.0) -> bool:
+        """Start the pool and wait until it holds ``pool_size`` ready sandboxes and every used
+        one is cleaned up; False if that did not happen within ``timeout_s``."""
+        self.warm()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._cond:
+                idle = list(self._idle)
+                settled = not self._retired and not self._destroying
+            if settled and len(idle) >= self.config.pool_size and all(w.ready() for w in idle):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+
     def _take(self, launcher: _Launcher) -> _Worker:
         with self._cond:
             if self._closed:
@@ -831,7 +868,8 @@ class Sandbox:
             while self._idle:
                 worker = self._idle.popleft()
                 if worker.alive():
-                    self._cond.notify_all()  # the pool thread starts a replacement
+                    # No notify: the replacement starts when this call ends (``_retire``), so
+                    # that its start-up does not compete with the call for the CPU.
                     return worker
                 self._retired.append(worker)
             self._cond.notify_all()
@@ -871,8 +909,12 @@ class Sandbox:
                 else:
                     retired, self._retired = self._retired, []
                 start = not self._closed and len(self._idle) < self.config.pool_size
+                self._destroying = len(retired)
             for worker in retired:
                 worker.destroy()
+            with self._cond:
+                self._destroying = 0
+                self._cond.notify_all()
             if not start:
                 if self._closed:
                     return
@@ -943,10 +985,19 @@ os.register_at_fork(after_in_child=_reset_after_fork)
 def _interpret(raw: _Raw, limits: SandboxLimits, protection: str, elapsed: float) -> SandboxOutcome:
     stdout, stderr = raw.stdout.text("output"), raw.stderr.text("error output")
 
+    timings: dict[str, float] = {}
+    if raw.result is not None and isinstance(raw.result.get("timings"), dict):
+        timings = {
+            str(k): float(v)
+            for k, v in raw.result["timings"].items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+
     def outcome(status: str, reason: str | None, images=(), notes=()) -> SandboxOutcome:
         return SandboxOutcome(
-            status, stdout, stderr, tuple(images), tuple(notes), reason, protection, elapsed
-        )
+            status, stdout, stderr, tuple(images), tuple(notes), reason, protection, elapsed,
+            timings,
+        )  # fmt: skip
 
     if raw.invalid is not None:
         return outcome("error", f"The sandbox was stopped because {raw.invalid}.")

@@ -29,6 +29,7 @@ import json
 import os
 import struct
 import sys
+import time
 from typing import Any
 
 # Framing on the result pipe (and stdin): two big-endian u32 lengths (JSON header, blobs), the
@@ -512,6 +513,7 @@ def main(argv: list[str]) -> None:
         os._exit(0)
 
     header, blobs = _read_job(0)
+    received = time.perf_counter()
     # Exec'd programs must not inherit the result pipe (forks still do; the parent copes).
     os.set_inheritable(result_fd, False)
     limits = header["limits"]
@@ -533,14 +535,17 @@ def main(argv: list[str]) -> None:
         namespace["sub_images"] = dict(subs)
         error_type = _run_code(header["code"], namespace)
     _flush()
+    ran = time.perf_counter()
     message = None
     images: list[bytes] = []
     notes: list[str] = []
     if error_type is None:
         images, notes, message = _collect_images(scratch, limits)
     status = "ok" if error_type is None and message is None else "error"
+    # Informational only (the code could have changed them): where the time went, in seconds.
+    timings = {"code_s": ran - received, "collect_s": time.perf_counter() - ran}
     result = {"type": "result", "status": status, "exception": error_type, "message": message,
-              "notes": notes}  # fmt: skip
+              "notes": notes, "timings": timings}  # fmt: skip
     _write_all(result_fd, encode_message(result, images))
     os._exit(0)
 
