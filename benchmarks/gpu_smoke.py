@@ -46,7 +46,8 @@ VIEW_PIXELS = 256 * 256
 
 @dataclass(frozen=True)
 class JobResult:
-    """One job's outcome: its status, number of model requests and token usage."""
+    """One job's outcome: its status, model requests sent and token usage (errored jobs count
+    no tokens for the failed request, and no job in jobs/s)."""
 
     status: str
     requests: int
@@ -175,8 +176,8 @@ def run_job(
     try:
         while not traj.done:
             started = time.perf_counter()
-            reply = client.infer(inline_views(traj.messages, cache), traj.sampling)
             requests += 1
+            reply = client.infer(inline_views(traj.messages, cache), traj.sampling)
             if reply["finish_reason"] == "error":
                 return JobResult("error", requests, prompt_tokens, completion_tokens, reply["text"])
             usage = reply["usage"]
@@ -267,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     statuses: dict[str, int] = {}
     for result in results:
         statuses[result.status] = statuses.get(result.status, 0) + 1
+    finished = sum(1 for r in results if r.status != "error")
     completion = sum(r.completion_tokens for r in results)
     requests = sum(r.requests for r in results)
     summary = {
@@ -285,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "wall_s": round(wall_s, 3),
         "load_s": round(load_s, 1),
         "output_tokens_per_s": round(completion / wall_s, 1),
-        "jobs_per_s": round(len(results) / wall_s, 3),
+        "jobs_per_s": round(finished / wall_s, 3),
         "requests_per_s": round(requests / wall_s, 2),
         "errors": [asdict(r) for r in results if r.error][:5],
     }
