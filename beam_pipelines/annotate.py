@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from tritonclient.utils import InferenceServerException
@@ -151,6 +152,11 @@ def run(
     args = with_default_runner(list(sys.argv[1:] if argv is None else argv))
     options = PipelineOptions(args)
     opts = options.view_as(AnnotateOptions)
+    if not opts.input or not opts.output:
+        raise ValueError("--input and --output are required")
+    # The launcher itself reads and writes files (input listing, manifest) before the
+    # pipeline object exists: give FileSystems the options (credentials, project) now.
+    FileSystems.set_options(options)
     local = is_local_runner(options)
     with contextlib.ExitStack() as stack:
         url = opts.triton_url
@@ -216,6 +222,10 @@ def main(argv: Sequence[str]) -> int:
         print_help()
         return 0
     logging.basicConfig(level=logging.WARNING)
-    result = run(argv)
+    try:
+        result = run(argv)
+    except (ValueError, FileNotFoundError) as e:  # bad options or no input: say so, no trace
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print_summary(result.summary)
     return 0 if "DONE" in result.state.upper() else 1

@@ -37,7 +37,8 @@ from beam_pipelines import progress
 from beam_pipelines.io.files import read_bytes
 from beam_pipelines.options import ModelEndpoint, RetryPolicy
 
-DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+#: One cache per worker (all turns share it): enough for the views of every job in flight.
+DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
 #: Error classes of failure rows written for model calls.
 UNAVAILABLE_CLASS = "model_unavailable"
 DEADLINE_CLASS = "model_deadline"
@@ -91,7 +92,12 @@ def error_class_of(code: str) -> str:
 
 
 class ViewCache:
-    """Image URI -> `data:image/png;base64,...`, least recently used first out, byte-bounded."""
+    """Image URI -> `data:image/png;base64,...`, least recently used first out, byte-bounded.
+
+    A job's earlier images are resent with every later turn, so each view is read once and
+    served from here after that; the bound keeps memory flat however long the corpus.
+    Thread-safe: a worker's DoFn threads share one.
+    """
 
     def __init__(
         self, max_bytes: int = DEFAULT_CACHE_BYTES, reader: Callable[[str], bytes] = read_bytes
@@ -100,24 +106,28 @@ class ViewCache:
         self._reader = reader
         self._entries: OrderedDict[str, str] = OrderedDict()
         self._bytes = 0
+        self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
     def data_url(self, uri: str) -> str:
         if uri.startswith("data:"):
             return uri
-        cached = self._entries.get(uri)
-        if cached is not None:
-            self._entries.move_to_end(uri)
-            self.hits += 1
-            return cached
-        self.misses += 1
+        with self._lock:
+            cached = self._entries.get(uri)
+            if cached is not None:
+                self._entries.move_to_end(uri)
+                self.hits += 1
+                return cached
+            self.misses += 1
         url = "data:image/png;base64," + base64.b64encode(self._reader(uri)).decode("ascii")
-        self._entries[uri] = url
-        self._bytes += len(url)
-        while self._bytes > self._max_bytes and len(self._entries) > 1:
-            _, evicted = self._entries.popitem(last=False)
-            self._bytes -= len(evicted)
+        with self._lock:
+            if uri not in self._entries:
+                self._entries[uri] = url
+                self._bytes += len(url)
+            while self._bytes > self._max_bytes and len(self._entries) > 1:
+                _, evicted = self._entries.popitem(last=False)
+                self._bytes -= len(evicted)
         return url
 
 
@@ -167,12 +177,13 @@ def decode_reply(result: Any, latency_s: float, attempts: int) -> ModelReply:
 
 
 class ModelChannel:
-    """One worker's client of one model endpoint and its in-flight budget."""
+    """One worker's client of one model endpoint, its in-flight budget and its view cache."""
 
     def __init__(self, endpoint: ModelEndpoint) -> None:
         self.endpoint = endpoint
         self.client = grpcclient.InferenceServerClient(endpoint.url)
         self.slots = threading.BoundedSemaphore(endpoint.max_in_flight)
+        self.views = ViewCache()
         self._batched: bool | None = None
         self._lock = threading.Lock()
 

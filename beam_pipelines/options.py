@@ -31,13 +31,15 @@ class AnnotateOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser: Any) -> None:
+        # Not `required=True`: every PipelineOptions subclass parses every pipeline's flags in
+        # this process, so a required flag would break unrelated pipelines. Checked below.
         parser.add_argument(
             "--input",
-            required=True,
+            default=None,
             help="jobs: a JSONL or Parquet file, a glob of them, or a folder of images "
             "(with --prompt); local, file:// or gs://",
         )
-        parser.add_argument("--output", required=True, help="output root (local or gs://)")
+        parser.add_argument("--output", default=None, help="output root (local or gs://)")
         parser.add_argument(
             "--prompt",
             default=None,
@@ -195,6 +197,8 @@ def config_from_options(
     `model_max_pixels` are what the server's model config says (`--max_pixels` wins).
     """
     o = options.view_as(AnnotateOptions)
+    if not o.input or not o.output:
+        raise ValueError("--input and --output are required")
     url = triton_url or o.triton_url
     if not url:
         raise ValueError("no Triton URL: pass --triton_url or let the command start a server")

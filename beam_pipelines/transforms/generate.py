@@ -36,7 +36,6 @@ from beam_pipelines.model_client import (
     ModelChannel,
     ModelError,
     ModelReply,
-    ViewCache,
     inline_images,
 )
 from beam_pipelines.options import ModelEndpoint
@@ -98,7 +97,7 @@ class Generate(beam.DoFn):
         self._channel = self._channel_handle.acquire(
             lambda: ModelChannel(endpoint), tag=f"{endpoint.url}/{endpoint.model_name}"
         )
-        self._views = ViewCache()
+        self._views = self._channel.views
         self._requests_sent = Metrics.counter("annotate", "model_requests")
         self._errors = Metrics.counter("annotate", "model_errors")
         self._attempts = Metrics.counter("annotate", "model_attempts")

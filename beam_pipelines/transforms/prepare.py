@@ -18,7 +18,7 @@ from apache_beam.metrics import Metrics
 
 from beam_pipelines.agent import loop
 from beam_pipelines.agent.images import ImageError, load_image, sha256_hex
-from beam_pipelines.agent.records import Failure, ImageRef, Job, ToolSpec
+from beam_pipelines.agent.records import Failure, ImageRef, Job, ToolSpec, Trajectory
 from beam_pipelines.io.files import read_bytes
 from beam_pipelines.io.writers import FailedJob
 from beam_pipelines.transforms.images import ImageStore
@@ -49,6 +49,31 @@ def read_image(uri: str) -> bytes:
         raise ImageReadError(f"cannot read {uri}: {text[:300]}") from e
 
 
+def start_trajectory(
+    job: Job,
+    store: ImageStore,
+    protocol: str,
+    tools: Sequence[ToolSpec],
+    model: str,
+    sampling: dict[str, Any],
+    max_turns: int,
+) -> Trajectory:
+    """Read and validate the job image, store its view, and start the job's trajectory.
+
+    Raises `ImageError` or `ImageReadError` (each with an `error_class`) for unusable images.
+    """
+    data = read_image(job.image)
+    image = load_image(data)
+    original = ImageRef(
+        uri=job.image, sha256=sha256_hex(data), width=image.width, height=image.height
+    )
+    view = store.put_view(image)
+    del image  # the decoded pixels never leave this function
+    return loop.start(
+        job, protocol, tools, original, view, model=model, sampling=sampling, max_turns=max_turns
+    )
+
+
 class PrepareImages(beam.DoFn):
     """Job -> started Trajectory, or `FailedJob`; anything else (failure rows) passes through."""
 
@@ -77,26 +102,18 @@ class PrepareImages(beam.DoFn):
             yield job
             return
         try:
-            data = read_image(job.image)
-            image = load_image(data)
-            original = ImageRef(
-                uri=job.image, sha256=sha256_hex(data), width=image.width, height=image.height
+            traj = start_trajectory(
+                job,
+                self._store,
+                self._protocol,
+                self._tools,
+                self._model,
+                self._sampling,
+                self._max_turns,
             )
-            view = self._store.put_view(image)
-            del image  # the decoded pixels never leave this function
         except (ImageError, ImageReadError) as e:
             self._bad.inc()
-            failure = Failure.from_error(job.to_dict(), PREPARE_STAGE, e, id=job.id)
-            yield FailedJob(failure)
+            yield FailedJob(Failure.from_error(job.to_dict(), PREPARE_STAGE, e, id=job.id))
             return
         self._started.inc()
-        yield loop.start(
-            job,
-            self._protocol,
-            self._tools,
-            original,
-            view,
-            model=self._model,
-            sampling=self._sampling,
-            max_turns=self._max_turns,
-        )
+        yield traj

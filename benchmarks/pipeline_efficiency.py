@@ -1,0 +1,273 @@
+"""Pipeline efficiency: is the Beam pipeline ever the bottleneck? (DESIGN.md section 8)
+
+The same synthetic jobs, on the same Triton server, at the same model concurrency, three ways:
+
+- (a) bare: an asyncio client that runs the agent loop itself (the agent core's `start /
+  advance / observe`, tools inline on a thread pool), every job started at once and at most
+  `concurrency` model requests in flight: what the server delivers when nothing else is in
+  the way, the reference;
+- (b) pipeline: `python -m beam_pipelines annotate` on the in-process runner with
+  `--max_in_flight=concurrency`, writing every output (answers, traces, images);
+- (c) naive: one job at a time, each turn waiting for the previous one.
+
+Reported: jobs/s of each, b/a (aim >= 0.9) and b/c (aim >= 5 at concurrency 16), and each
+mode's accuracy (the same greedy model on the same jobs should answer alike). Each mode stores
+views and tool images the same way, so they do the same work. The machine is shared and noisy:
+compare the ratios of one run, not absolute times across runs.
+
+    python benchmarks/pipeline_efficiency.py [--jobs 96] [--concurrency 16] [--triton-url H:P]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+import numpy as np  # noqa: E402
+import tritonclient.grpc as grpcclient  # noqa: E402
+import tritonclient.grpc.aio as aioclient  # noqa: E402
+
+from beam_pipelines import annotate  # noqa: E402
+from beam_pipelines.agent import loop  # noqa: E402
+from beam_pipelines.agent.records import Job, Trajectory, answer_row  # noqa: E402
+from beam_pipelines.io.layout import OutputLayout  # noqa: E402
+from beam_pipelines.model_client import ViewCache, decode_reply, inline_images  # noqa: E402
+from beam_pipelines.options import DEFAULT_MAX_PIXELS, DEFAULT_SAMPLING  # noqa: E402
+from beam_pipelines.serve import TritonServer  # noqa: E402
+from beam_pipelines.transforms.execute_tools import ToolRuntime, run_turn  # noqa: E402
+from beam_pipelines.transforms.images import ImageStore  # noqa: E402
+from beam_pipelines.transforms.prepare import start_trajectory  # noqa: E402
+
+RESULTS = REPO_ROOT / "benchmarks" / "results" / "pipeline_efficiency.json"
+MODEL = "agent_vlm"
+TOOLS = ("code",)
+
+
+@dataclass(frozen=True)
+class Settings:
+    url: str
+    concurrency: int
+    max_turns: int
+    max_pixels: int
+    tool_workers: int
+
+
+@dataclass(frozen=True)
+class Measured:
+    mode: str
+    jobs: int
+    answered: int
+    correct: int
+    wall_s: float
+
+    @property
+    def jobs_per_s(self) -> float:
+        return self.jobs / self.wall_s
+
+
+def _inputs(messages: list[dict[str, Any]], sampling: dict[str, Any], module: Any) -> list[Any]:
+    tensors = []
+    for name, value in (("messages", messages), ("sampling", sampling)):
+        tensor = module.InferInput(name, [1, 1], "BYTES")
+        payload = json.dumps(value, ensure_ascii=False).encode()
+        tensor.set_data_from_numpy(np.array([[payload]], dtype=np.object_))
+        tensors.append(tensor)
+    return tensors
+
+
+def _score(mode: str, trajectories: Sequence[Trajectory], wall_s: float) -> Measured:
+    rows = [answer_row(t, None) for t in trajectories]
+    return Measured(
+        mode=mode,
+        jobs=len(rows),
+        answered=sum(r["status"] == "answered" for r in rows),
+        correct=sum(bool(r["correct"]) for r in rows),
+        wall_s=wall_s,
+    )
+
+
+def _apply(traj: Trajectory, result: Any, started: float) -> tuple[Trajectory, list[Any]]:
+    reply = decode_reply(result, time.monotonic() - started, 1)
+    return loop.advance(
+        traj,
+        reply.text,
+        finish_reason=reply.finish_reason,
+        usage=reply.usage,
+        latency_s=reply.latency_s,
+    )
+
+
+def _context(jobs: Sequence[Job], out: Path, settings: Settings) -> tuple[ImageStore, Any]:
+    store = ImageStore(OutputLayout(str(out), "bench"), settings.max_pixels)
+    specs = annotate.tool_specs(TOOLS)
+    return store, specs
+
+
+def run_bare(jobs: Sequence[Job], out: Path, settings: Settings) -> Measured:
+    """(a) all jobs started at once, at most `concurrency` model requests in flight."""
+    store, specs = _context(jobs, out, settings)
+    runtime = ToolRuntime(TOOLS, settings.tool_workers)
+    prepare_pool = ThreadPoolExecutor(settings.tool_workers)
+    cache = ViewCache()
+
+    async def main() -> list[Trajectory]:
+        client = aioclient.InferenceServerClient(settings.url)
+        slots = asyncio.Semaphore(settings.concurrency)
+        running = asyncio.get_running_loop()
+
+        async def one(job: Job) -> Trajectory:
+            traj = await running.run_in_executor(
+                prepare_pool,
+                start_trajectory,
+                job, store, "r1v4", specs, MODEL, DEFAULT_SAMPLING, settings.max_turns,
+            )  # fmt: skip
+            while not traj.done:
+                messages = inline_images(traj.messages, cache)
+                async with slots:
+                    started = time.monotonic()
+                    result = await client.infer(
+                        MODEL, _inputs(messages, traj.sampling, aioclient), client_timeout=120
+                    )
+                traj, calls = _apply(traj, result, started)
+                if calls:
+                    turn = await running.run_in_executor(
+                        runtime.pools["cpu"], run_turn, traj, runtime, store, 60.0
+                    )
+                    traj = turn.outcome if isinstance(turn.outcome, Trajectory) else traj
+                    if not isinstance(turn.outcome, Trajectory):
+                        return turn.outcome.trajectory
+            return traj
+
+        try:
+            return await asyncio.gather(*(one(job) for job in jobs))
+        finally:
+            await client.close()
+
+    started = time.monotonic()
+    trajectories = asyncio.run(main())
+    return _score("bare", trajectories, time.monotonic() - started)
+
+
+def run_naive(jobs: Sequence[Job], out: Path, settings: Settings) -> Measured:
+    """(c) one job at a time, one turn at a time."""
+    store, specs = _context(jobs, out, settings)
+    runtime = ToolRuntime(TOOLS, 1)
+    client = grpcclient.InferenceServerClient(settings.url)
+    cache = ViewCache()
+    trajectories = []
+    begun = time.monotonic()
+    for job in jobs:
+        traj = start_trajectory(
+            job, store, "r1v4", specs, MODEL, DEFAULT_SAMPLING, settings.max_turns
+        )
+        while not traj.done:
+            messages = inline_images(traj.messages, cache)
+            started = time.monotonic()
+            result = client.infer(MODEL, _inputs(messages, traj.sampling, grpcclient))
+            traj, calls = _apply(traj, result, started)
+            if calls:
+                outcome = run_turn(traj, runtime, store, 60.0).outcome
+                traj = outcome if isinstance(outcome, Trajectory) else outcome.trajectory
+        trajectories.append(traj)
+    client.close()
+    return _score("naive", trajectories, time.monotonic() - begun)
+
+
+def run_pipeline(corpus: Path, out: Path, settings: Settings) -> Measured:
+    """(b) the annotate pipeline, every output written."""
+    started = time.monotonic()
+    result = annotate.run(
+        [
+            f"--input={corpus}",
+            f"--output={out}",
+            f"--triton_url={settings.url}",
+            f"--max_in_flight={settings.concurrency}",
+            f"--max_turns={settings.max_turns}",
+            f"--tool_workers={settings.tool_workers}",
+            f"--max_pixels={settings.max_pixels}",
+            "--progress=off",
+        ]
+    )
+    wall_s = time.monotonic() - started
+    s = result.summary
+    return Measured("pipeline", s.finished, s.answered, s.correct, wall_s)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=96)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--max-turns", type=int, default=6)
+    parser.add_argument("--tool-workers", type=int, default=4)
+    parser.add_argument("--triton-url", default=None, help="default: start the local server")
+    parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    from tiny_agent.task import write_corpus
+
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-pipe-")))
+        corpus = write_corpus(work / "corpus", args.jobs, seed=4242)
+        jobs = [Job.from_json(line) for line in corpus.read_text().splitlines()]
+        url = args.triton_url
+        if not url:
+            server = stack.enter_context(TritonServer(log_file=work / "tritonserver.log"))
+            url = server.grpc_url
+        settings = Settings(
+            url, args.concurrency, args.max_turns, DEFAULT_MAX_PIXELS, args.tool_workers
+        )
+        run_bare(jobs[: min(8, len(jobs))], work / "warmup", settings)  # warm the server
+        measured = [
+            run_bare(jobs, work / "bare", settings),
+            run_pipeline(corpus, work / "pipeline", settings),
+        ]
+        if not args.skip_naive:
+            measured.append(run_naive(jobs, work / "naive", settings))
+
+    by_mode = {m.mode: m for m in measured}
+    a, b = by_mode["bare"], by_mode["pipeline"]
+    result: dict[str, Any] = {
+        "benchmark": "pipeline_efficiency",
+        "jobs": args.jobs,
+        "concurrency": args.concurrency,
+        "max_turns": args.max_turns,
+        "modes": {m.mode: {**asdict(m), "jobs_per_s": m.jobs_per_s} for m in measured},
+        "b_over_a": b.jobs_per_s / a.jobs_per_s,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    }
+    line = (
+        f"pipeline_efficiency: {args.jobs} jobs at concurrency {args.concurrency}: "
+        f"bare {a.jobs_per_s:.2f} jobs/s, pipeline {b.jobs_per_s:.2f} jobs/s "
+        f"(b/a {result['b_over_a']:.2f})"
+    )
+    if "naive" in by_mode:
+        c = by_mode["naive"]
+        result["b_over_c"] = b.jobs_per_s / c.jobs_per_s
+        line += f", naive {c.jobs_per_s:.2f} jobs/s (b/c {result['b_over_c']:.1f})"
+    accuracy = {m.mode: round(m.correct / m.jobs, 3) for m in measured if m.jobs}
+    line += f"; accuracy {accuracy}"
+    result["summary"] = line
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
