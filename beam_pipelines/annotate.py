@@ -189,6 +189,10 @@ def run(
         started = time.monotonic()
         with progress.LiveProgress(show, title=f"annotate {config.run_id}"):
             result = pipeline.run()
+            if opts.detach and not local:
+                job_id = getattr(result, "job_id", lambda: None)()
+                write_manifest(layout, {**manifest, "status": "submitted", "job_id": job_id})
+                return AnnotateResult(config, layout, RunSummary(config.run_id), {}, "SUBMITTED")
             state = str(result.wait_until_finish())
         wall_s = time.monotonic() - started
 
@@ -227,5 +231,8 @@ def main(argv: Sequence[str]) -> int:
     except (ValueError, FileNotFoundError) as e:  # bad options or no input: say so, no trace
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if result.state == "SUBMITTED":
+        print(f"submitted run {result.config.run_id}; outputs under {result.layout.run_dir}")
+        return 0
     print_summary(result.summary)
     return 0 if "DONE" in result.state.upper() else 1

@@ -113,6 +113,12 @@ class AnnotateOptions(PipelineOptions):
         )
         parser.add_argument("--shard_max_age_s", "--shard-max-age-s", type=float, default=10.0)
         parser.add_argument(
+            "--detach",
+            action="store_true",
+            help="submit the pipeline and return without waiting (remote runners, flex "
+            "templates); the manifest then stays `submitted` and no summary is printed",
+        )
+        parser.add_argument(
             "--progress",
             choices=("auto", "on", "off"),
             default="auto",

@@ -137,7 +137,6 @@ def summary_table(summary: RunSummary) -> Table:
         ("tool calls", str(summary.tool_calls)),
         ("wall time", f"{summary.wall_s:.1f} s"),
         ("jobs/s", f"{summary.jobs_per_s:.2f}"),
-        *summary.outputs.items(),
     ]
     for name, value in rows:
         table.add_row(name, value)
@@ -145,4 +144,8 @@ def summary_table(summary: RunSummary) -> Table:
 
 
 def print_summary(summary: RunSummary, console: Console | None = None) -> None:
-    (console or Console()).print(summary_table(summary))
+    """The table, then the output paths in full (a table would cut long URIs)."""
+    console = console or Console()
+    console.print(summary_table(summary))
+    for name, path in summary.outputs.items():
+        console.print(f"{name + ':':10} {path}", soft_wrap=True, highlight=False)

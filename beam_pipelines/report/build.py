@@ -121,7 +121,8 @@ def _row(candidate: Candidate, view: Any | None, href: str | None, missing: str 
         href=href,
         missing=missing,
         status=candidate.status,
-        error_class=error_class if candidate.status != "answered" else None,
+        # max_turns rows carry the class "max_turns": the status already says it.
+        error_class=error_class if candidate.status == "failed" else None,
         correct=correct,
         turns=turns,
         tool_calls=tool_calls,
@@ -189,11 +190,9 @@ def build_report(
         if stats.add_answer(answer):
             sample.offer(answer_candidate(answer))
     for failure in iter_failures(layout):
-        stats.add_failure(failure)
-        candidate = failure_candidate(failure)
-        if candidate is not None:
-            sample.offer(candidate)
-    total = sample.offered  # trajectories: answer rows, and failure rows that have a trace
+        if stats.add_failure(failure):
+            sample.offer(failure_candidate(failure))
+    total = stats.trajectories
     candidates = {c.id: c for c in sample.candidates()}
 
     copier = ImageCopier(out)

@@ -45,7 +45,9 @@ def binned_bars(values: Sequence[float], bins: int = 20, unit: str = "s") -> lis
     counts = [0] * bins
     for value in values:
         counts[min(bins - 1, int((value - low) / width))] += 1
-    return [(f"{low + i * width:.3g}{unit}", c) for i, c in enumerate(counts)]
+    # Enough decimals to tell neighbouring bin edges apart, and no more.
+    decimals = min(6, max(0, -math.floor(math.log10(width)) + 1))
+    return [(f"{low + i * width:.{decimals}f}{unit}", c) for i, c in enumerate(counts)]
 
 
 def _nice_max(value: int) -> int:
@@ -67,7 +69,9 @@ def bar_chart(bars: Sequence[tuple[str, int]], title: str, x_label: str) -> Mark
     top = _nice_max(max(count for _, count in bars))
     slot = plot_w / len(bars)
     gap = min(4.0, slot * 0.2)
-    label_every = max(1, math.ceil(len(bars) / 12))
+    # Keep x labels from overlapping: about 6.5 px per character at font-size 11.
+    longest = max(len(label) for label, _ in bars)
+    label_every = max(1, math.ceil((longest * 6.5 + 6) / slot))
     parts = [
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
         f'aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">',

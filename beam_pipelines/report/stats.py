@@ -67,6 +67,7 @@ class RunStats:
     failure_stages: dict[str, Counter[str]] = field(default_factory=dict)
     failure_examples: dict[str, list[FailureExample]] = field(default_factory=dict)
     duplicate_rows: int = 0
+    trajectories: int = 0
     _seen: set[str] = field(default_factory=set, repr=False)
     latency_cap: int = 100_000
 
@@ -101,6 +102,7 @@ class RunStats:
             self.duplicate_rows += 1
             return False
         self._seen.add(job_id)
+        self.trajectories += 1
         self.statuses[str(row.get("status"))] += 1
         if row.get("correct") is not None:
             self.graded += 1
@@ -120,8 +122,12 @@ class RunStats:
                 self.latencies_s.append(float(latency))
         return True
 
-    def add_failure(self, row: dict[str, Any]) -> None:
-        """Count one failure row and keep it as an example when its class has room."""
+    def add_failure(self, row: dict[str, Any]) -> bool:
+        """Count one failure row (an example when its class has room).
+
+        True when the row is a trajectory not seen before: the job started the agent, so it
+        has a (partial) trace the report can show.
+        """
         error_class = str(row.get("error_class") or "unknown")
         stage = str(row.get("stage") or "")
         self.failures_by_class[error_class] += 1
@@ -140,6 +146,12 @@ class RunStats:
                     has_trace=bool(row.get("trace_uri")),
                 )
             )
+        job_id = row.get("id")
+        if not row.get("trace_uri") or job_id is None or str(job_id) in self._seen:
+            return False
+        self._seen.add(str(job_id))
+        self.trajectories += 1
+        return True
 
 
 def answer_candidate(row: dict[str, Any]) -> Candidate:
@@ -157,10 +169,8 @@ def answer_candidate(row: dict[str, Any]) -> Candidate:
     )
 
 
-def failure_candidate(row: dict[str, Any]) -> Candidate | None:
-    """A failure row whose job started the agent (it has a trace); None otherwise."""
-    if not row.get("trace_uri") or row.get("id") is None:
-        return None
+def failure_candidate(row: dict[str, Any]) -> Candidate:
+    """A failure row whose job started the agent (it has a trace)."""
     return Candidate(
         id=str(row["id"]),
         status="failed",
@@ -178,24 +188,20 @@ def sample_key(job_id: str) -> bytes:
 class Sample:
     """The `cap` candidates with the smallest id hashes: a uniform, reproducible sample.
 
-    Memory is O(cap) whatever the number of candidates offered; an id offered twice is kept
-    once (the first offer wins, as answer rows are read before failure rows).
+    Memory is O(cap) whatever the number of candidates offered; an id offered again while it
+    is kept is ignored (callers offer each id once: `RunStats` tells which rows are new).
     """
 
     def __init__(self, cap: int) -> None:
         if cap < 0:
             raise ValueError("the sample cap must be at least 0")
         self.cap = cap
-        self.offered = 0
         self._heap: list[tuple[bytes, int, Candidate]] = []  # max-heap by negated key
         self._ids: set[str] = set()
         self._order = 0
 
     def offer(self, candidate: Candidate) -> None:
-        if candidate.id in self._ids:
-            return
-        self.offered += 1
-        if self.cap == 0:
+        if candidate.id in self._ids or self.cap == 0:
             return
         key = bytes(255 - b for b in sample_key(candidate.id))  # negate: heapq is a min-heap
         self._order += 1
