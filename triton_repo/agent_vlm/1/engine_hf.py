@@ -183,9 +183,9 @@ class RowStopper:
             sampling = state.samplings[row]
             if tokens[-1] in state.eos_ids:
                 state.finish_reason[row], state.length[row] = "stop", len(tokens) - 1
-            elif sampling.stop and any(
-                s in self.tokenizer.decode(tokens[-self.window :], skip_special_tokens=True)
-                for s in sampling.stop
+            elif sampling.stop and _contains_any(
+                self.tokenizer.decode(tokens[-self.window :], skip_special_tokens=True),
+                sampling.stop,
             ):
                 state.finish_reason[row], state.length[row] = "stop", len(tokens)
             elif len(tokens) >= sampling.max_tokens:
@@ -319,6 +319,10 @@ def _pick(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) 
         keep = sorted_probs.cumsum(-1) - sorted_probs < sampling.top_p
         probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def _contains_any(text: str, needles: Sequence[str]) -> bool:
+    return any(needle in text for needle in needles)
 
 
 def _chat_template(checkpoint: Path, tokenizer: Any) -> str | None:
