@@ -15,7 +15,7 @@ from typing import Any
 
 from tools.base import ToolArgumentsError, ToolContext, ToolExecutionError, ToolResult
 from tools.registry import validate_arguments
-from tools.sandbox import Sandbox, SandboxConfig, SandboxOutcome
+from tools.sandbox import Sandbox, SandboxConfig, SandboxOutcome, format_size
 
 
 class CodeTool:
@@ -47,7 +47,7 @@ class CodeTool:
             "the dict `sub_images`). Call `save_image(img)` to see an image: each saved image "
             "is shown to you as the next <sub-image N>. What the code prints is returned "
             f"(up to {limits.output_bytes} bytes). Limits per call: {limits.wall_s:g} s, "
-            f"{limits.memory_bytes >> 20} MiB of memory, {limits.max_images} images of at "
+            f"{format_size(limits.memory_bytes)} of memory, {limits.max_images} images of at "
             f"most {limits.max_image_pixels / 1e6:.1f} megapixels each; no network."
         )
 

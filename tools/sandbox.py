@@ -494,20 +494,25 @@ def _grow_pipe(fd: int) -> None:
 class _Worker:
     """One sandbox process, used for at most one job."""
 
-    def __init__(self, launcher: _Launcher, limits: SandboxLimits, leases: _UidLeases | None):
+    def __init__(
+        self,
+        launcher: _Launcher,
+        leases: _UidLeases | None,
+        probe: bool = False,
+    ) -> None:
         self.launcher = launcher
-        self.leases = leases
-        self.uid = leases.acquire() if leases else None
+        self.leases = leases if launcher.own_uid else None
+        self.uid = self.leases.acquire() if self.leases else None
         self.scratch_host: str | None = None
         self.result_fd = -1
         self.proc: subprocess.Popen[bytes] | None = None
         try:
-            self._start(limits)
+            self._start(probe)
         except BaseException:
             self.destroy()
             raise
 
-    def _start(self, limits: SandboxLimits, probe: bool = False) -> None:
+    def _start(self, probe: bool) -> None:
         if self.launcher.protection == "bubblewrap":
             scratch, env = _SCRATCH_INSIDE, {}
         else:
@@ -613,6 +618,8 @@ class _Worker:
             if raw.result is not None:
                 # Output written before the result is already in the pipes: take what is there.
                 self._drain(selector, raw)
+            elif not raw.timed_out and raw.invalid is None and buffer:
+                raw.invalid = "its result pipe held bytes that are not a result"
             elif not raw.timed_out and raw.invalid is None:
                 # The result pipe closed without a result: the process died. Its exit status
                 # says why; wait briefly for it and for the rest of its output.
@@ -767,13 +774,11 @@ class Sandbox:
 
     def _probe(self, launcher: _Launcher) -> str | None:
         """None when a sandbox of this kind starts and imports Pillow; else what went wrong."""
-        worker = _Worker.__new__(_Worker)
-        worker.launcher = launcher
-        worker.leases = self._leases if launcher.own_uid else None
-        worker.uid = worker.leases.acquire() if worker.leases else None
-        worker.scratch_host, worker.result_fd, worker.proc = None, -1, None
         try:
-            worker._start(self.config.limits, probe=True)
+            worker = _Worker(launcher, self._leases, probe=True)
+        except ToolUnavailableError as error:
+            return str(error)
+        try:
             assert worker.proc is not None
             try:
                 _, err = worker.proc.communicate(timeout=self.config.startup_timeout_s)
@@ -789,8 +794,6 @@ class Sandbox:
                 detail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
                 return f"a test sandbox failed (exit status {worker.proc.returncode}: {detail[0]})"
             return None
-        except ToolUnavailableError as error:
-            return str(error)
         finally:
             worker.destroy()
 
@@ -875,7 +878,7 @@ class Sandbox:
             self._cond.notify_all()
         # Nothing waiting: start one in the calling thread. (Its parent-death signal is tied
         # to this thread, which lives until the call ends, when the worker is destroyed.)
-        return _Worker(launcher, self.config.limits, self._leases if launcher.own_uid else None)
+        return _Worker(launcher, self._leases)
 
     def _retire(self, worker: _Worker) -> None:
         with self._cond:
@@ -921,8 +924,7 @@ class Sandbox:
                 continue
             try:
                 assert self._launcher is not None
-                leases = self._leases if self._launcher.own_uid else None
-                worker = _Worker(self._launcher, self.config.limits, leases)
+                worker = _Worker(self._launcher, self._leases)
                 failures = 0
             except Exception:  # keep the pool alive; calls start their own
                 failures += 1
@@ -1018,7 +1020,7 @@ def _interpret(raw: _Raw, limits: SandboxLimits, protection: str, elapsed: float
             exception = str(result.get("exception") or "an exception")
             reason = f"The code raised {exception}."
             if exception == "MemoryError":
-                reason += f" The memory limit is {_size(limits.memory_bytes)}."
+                reason += f" The memory limit is {format_size(limits.memory_bytes)}."
         return outcome("error", reason[: limits.output_bytes], notes=notes)
     problem = _check_images(raw.blobs, limits)
     if problem is not None:
@@ -1055,10 +1057,11 @@ def _death_reason(returncode: int | None, limits: SandboxLimits, protection: str
     if signum == signal.SIGKILL:
         return (
             "The code's process was killed, most likely for exceeding a limit (CPU time "
-            f"{limits.cpu_s:g} s, memory {_size(limits.memory_bytes)})."
+            f"{limits.cpu_s:g} s, memory {format_size(limits.memory_bytes)})."
         )
     if signum == signal.SIGXFSZ:
-        return f"The code wrote a file larger than {_size(limits.scratch_bytes)} and was stopped."
+        largest = format_size(limits.scratch_bytes)
+        return f"The code wrote a file larger than {largest} and was stopped."
     if signum is not None:
         try:
             name = signal.Signals(signum).name
@@ -1073,7 +1076,8 @@ def _death_reason(returncode: int | None, limits: SandboxLimits, protection: str
     )
 
 
-def _size(count: int) -> str:
+def format_size(count: int) -> str:
+    """A byte count for people: '1 GiB', '256 MiB'."""
     for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if count >= scale:
             return f"{count / scale:g} {unit}"
@@ -1086,4 +1090,5 @@ __all__ = [
     "SandboxConfig",
     "SandboxLimits",
     "SandboxOutcome",
+    "format_size",
 ]

@@ -256,6 +256,12 @@ def _install_audit_hook(scratch: str, readable: list[str]) -> None:
                 )
             if not writing and not readable_path(path):
                 raise PermissionError(f"reading {os.fsdecode(path)!r} is not allowed here")
+            if not writing and not writable(path) and os.path.isdir(resolve(path)):
+                # A directory descriptor outside scratch would let os.open(..., dir_fd=fd)
+                # write there (the audit event does not show dir_fd).
+                raise PermissionError(
+                    "opening directories outside the working directory is not allowed"
+                )
         elif event in ("os.listdir", "os.scandir"):
             if args and args[0] is not None and not readable_path(args[0]):
                 raise PermissionError(f"listing {os.fsdecode(args[0])!r} is not allowed here")
@@ -338,7 +344,8 @@ def _open_sub_image(data: bytes) -> Any:
 class _Saver:
     """``save_image(img)``: write a PNG into the scratch directory, refusing oversize images."""
 
-    def __init__(self, max_pixels: int) -> None:
+    def __init__(self, scratch: str, max_pixels: int) -> None:
+        self.scratch = scratch
         self.max_pixels = max_pixels
         self.count = 0
 
@@ -362,7 +369,8 @@ class _Saver:
         if width == 0 or height == 0:
             raise ValueError(f"save_image(): the image is empty ({width}x{height})")
         self.count += 1
-        path = name or f"saved_image_{self.count}.png"
+        # Always into scratch, even if the code changed directory: only scratch is collected.
+        path = os.path.join(self.scratch, name or f"saved_image_{self.count}.png")
         if img.mode not in _PNG_MODES:
             img = img.convert("RGBA" if "A" in img.mode else "RGB")
         # Level 1: these PNGs are read once by the parent; speed matters more than size.
@@ -521,7 +529,7 @@ def main(argv: list[str]) -> None:
     if fallback:
         _install_audit_hook(scratch, json.loads(options["--readable"]))
 
-    saver = _Saver(int(limits["max_image_pixels"]))
+    saver = _Saver(scratch, int(limits["max_image_pixels"]))
     namespace: dict[str, Any] = {"__name__": "__main__", "save_image": saver}
     error_type: str | None = None
     try:

@@ -226,17 +226,24 @@ def test_escape_write_outside_scratch(tool, tmp_path):
         "        print('WROTE', path)\n"
         "    except OSError as e:\n"
         "        print('blocked', type(e).__name__)\n"
+        "try:\n"  # a directory descriptor, then a write relative to it
+        "    etc = os.open('/etc', os.O_RDONLY)\n"
+        "    os.close(os.open('escaped-at.txt', os.O_WRONLY | os.O_CREAT, dir_fd=etc))\n"
+        "    print('WROTE /etc/escaped-at.txt')\n"
+        "except OSError as e:\n"
+        "    print('blocked', type(e).__name__)\n"
         "open('inside.txt', 'w').write('scratch is writable')\n"
         "print(open('inside.txt').read())\n"
     )
     result = run(tool, code)
     assert result.ok, result.error
     assert "WROTE" not in result.text
-    assert result.text.count("blocked") == 3
+    assert result.text.count("blocked") == 4
     assert result.text.endswith("scratch is writable")
     for target in [*targets]:
         assert not target.exists()
     assert not os.path.exists("/etc/escaped.txt")
+    assert not os.path.exists("/etc/escaped-at.txt")
     assert_healthy(tool)
 
 
@@ -411,6 +418,46 @@ def test_escape_save_a_20000_square_image(tool, code, fragment):
     assert result.error_type == "execution" and result.images == ()
     assert fragment in result.error
     assert_healthy(tool)
+
+
+def test_escape_forged_results_are_refused(tool):
+    # The runner shares the process with the code, so the code can write to the result pipe
+    # itself; the parent checks what it gets instead of trusting it.
+    forged_png = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + (20000).to_bytes(4, "big") * 2
+    code = (
+        "import __main__, os, sys\n"
+        "fd = int(sys.argv[sys.argv.index('--result-fd') + 1])\n"
+        "message = __main__.encode_message({'type': 'result', 'status': 'ok', 'notes': []},"
+        f" [{forged_png!r}])\n"
+        "os.write(fd, message)\n"
+    )
+    result = run(tool, code)
+    assert result.error == (
+        "The sandbox was stopped because it returned an image of 20000x20000 pixels, over the "
+        "limit."
+    )
+    garbage = run(tool, "import os, sys\nos.write(int(sys.argv[2]), b'\\xff' * 64)\nos._exit(0)")
+    assert garbage.error == (
+        "The sandbox was stopped because its result pipe held bytes that are not a result."
+    )
+    assert_healthy(tool)
+
+
+def test_pool_keeps_fresh_sandboxes_ready_and_close_stops_them():
+    sandbox = Sandbox(pool_size=2)
+    try:
+        assert sandbox.wait_warm(timeout_s=60)
+        idle = [worker.proc.pid for worker in sandbox._idle]
+        assert len(idle) == 2
+        assert sandbox.run("print(1)", IMAGE).stdout == "1\n"
+        assert sandbox.wait_warm(timeout_s=60)
+        now = [worker.proc.pid for worker in sandbox._idle]
+        assert len(now) == 2 and len(set(now) - set(idle)) == 1  # one used, one replaced
+    finally:
+        sandbox.close()
+    assert wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in now))
+    with pytest.raises(ToolUnavailableError, match="closed"):
+        sandbox.run("print(1)", IMAGE)
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 from dataclasses import FrozenInstanceError
 from typing import Any
 
@@ -181,3 +183,13 @@ def test_code_tool_rejects_bad_calls_before_starting_anything():
     assert result.error_type == "arguments" and "arguments.code must be a string" in result.error
     assert tool.run({"code": "  \n"}, CONTEXT).error == "The code is empty: write some Python."
     assert tool._sandbox is None
+
+
+def test_tools_import_neither_beam_nor_triton_nor_the_pipeline():
+    code = (
+        "import sys, tools.registry, tools.code, tools.zoom, tools.sandbox\n"
+        "print([m for m in sys.modules if m.split('.')[0] in "
+        "('apache_beam', 'tritonclient', 'beam_pipelines', 'torch')])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
