@@ -35,6 +35,7 @@ bench: setup
 	$(BIN)/python benchmarks/sandbox.py
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/pipeline_efficiency.py
+	$(BIN)/python benchmarks/memory.py
 
 train-tiny: setup
 	$(BIN)/python -m tiny_agent.train --out triton_repo/agent_vlm/tiny
