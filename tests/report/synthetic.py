@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 from beam_pipelines.agent import loop
 from beam_pipelines.agent.images import load_image, sha256_hex
 from beam_pipelines.agent.records import Failure, ImageRef, Job, Observation, ToolSpec, Trajectory
+from beam_pipelines.io.files import join, write_bytes
 from beam_pipelines.io.layout import OutputLayout
 from beam_pipelines.io.manifest import write_manifest
 from beam_pipelines.io.writers import FailedJob, WriteResults
@@ -37,14 +38,14 @@ XSS = (
 XSS_ID = 'xss-<script>alert("id")</script>'
 
 
-def _image(path: Path) -> tuple[Image.Image, bytes]:
+def _image(uri: str) -> tuple[Image.Image, bytes]:
     image = Image.new("RGB", (WIDTH, HEIGHT), (245, 240, 230))
     draw = ImageDraw.Draw(image)
     draw.rectangle((600, 400, 700, 500), fill=(200, 30, 30))
     draw.text((640, 440), "K", fill=(255, 255, 255))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    path.write_bytes(buffer.getvalue())
+    write_bytes(uri, buffer.getvalue())
     return image, buffer.getvalue()
 
 
@@ -57,12 +58,10 @@ def _crop_png(image: Image.Image, box: tuple[int, int, int, int]) -> bytes:
 class Scripted:
     """Builds trajectories on one job image with scripted model turns."""
 
-    def __init__(self, layout: OutputLayout, image_path: Path) -> None:
+    def __init__(self, layout: OutputLayout, image_uri: str) -> None:
         self.store = ImageStore(layout, max_pixels=256 * 256)
-        self.image, data = _image(image_path)
-        self.original = ImageRef(
-            uri=str(image_path), sha256=sha256_hex(data), width=WIDTH, height=HEIGHT
-        )
+        self.image, data = _image(image_uri)
+        self.original = ImageRef(uri=image_uri, sha256=sha256_hex(data), width=WIDTH, height=HEIGHT)
         self.view = self.store.put_view(load_image(data))
 
     def start(self, job: Job, protocol: str = "r1v4", **options: Any) -> Trajectory:
@@ -179,11 +178,14 @@ def build_trajectories(s: Scripted) -> list[Trajectory | FailedJob | Failure]:
     return results
 
 
-def write_run(root: Path, extra_answered: int = 0) -> OutputLayout:
-    """Write the scripted run (plus `extra_answered` plain answered jobs) under `root`."""
+def write_run(root: str | Path, extra_answered: int = 0) -> OutputLayout:
+    """Write the scripted run (plus `extra_answered` plain answered jobs) under `root`.
+
+    `root` is a local folder or any URI Beam's FileSystems writes (`gs://...`); the job image
+    is written there too, under `inputs/`.
+    """
     layout = OutputLayout(str(root), RUN_ID)
-    (root / "inputs").mkdir(parents=True, exist_ok=True)
-    scripted = Scripted(layout, root / "inputs" / "image.png")
+    scripted = Scripted(layout, join(str(root), "inputs", "image.png"))
     results = build_trajectories(scripted)
     for i in range(extra_answered):
         traj = scripted.start(_job(f"plain-{i:05d}"))
