@@ -244,7 +244,8 @@ def _bwrap_features(bwrap: str) -> set[str]:
     text = subprocess.run(
         [bwrap, "--help"], capture_output=True, text=True, timeout=10, env={}
     ).stdout
-    return {opt for opt in ("--size", "--perms", "--chmod", "--remount-ro") if opt in text}
+    options = ("--size", "--perms", "--chmod", "--remount-ro", "--disable-userns")
+    return {opt for opt in options if opt in text}
 
 
 def _bwrap_prefix(bwrap: str, privileged: bool, scratch_bytes: int) -> tuple[str, ...]:
@@ -257,6 +258,8 @@ def _bwrap_prefix(bwrap: str, privileged: bool, scratch_bytes: int) -> tuple[str
         argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     else:
         argv += ["--unshare-user", "--cap-drop", "ALL"]
+        if "--disable-userns" in features:  # no nested user namespaces: less kernel surface
+            argv += ["--disable-userns"]
     for path in _SYSTEM_DIRS:
         if os.path.islink(path):
             argv += ["--symlink", os.readlink(path), path]
@@ -273,6 +276,10 @@ def _bwrap_prefix(bwrap: str, privileged: bool, scratch_bytes: int) -> tuple[str
                 argv += (["--perms", "0755"] if "--perms" in features else []) + ["--dir", ancestor]
         argv += ["--ro-bind", path, path]
     argv += ["--dev", "/dev", "--proc", "/proc"]
+    if "--remount-ro" in features:
+        # /dev is a tmpfs the sandbox's user may own (user namespace): files there would use
+        # memory outside every limit. Device nodes stay usable on a read-only mount.
+        argv += ["--remount-ro", "/dev"]
     if "--perms" in features:
         argv += ["--perms", "01777"]
     if "--size" in features:
