@@ -46,6 +46,7 @@ from beam_pipelines.options import (
     is_local_runner,
     with_default_runner,
 )
+from beam_pipelines.report import print_report_path
 from beam_pipelines.summary import RunSummary, print_summary, summarize
 from beam_pipelines.transforms.agent_loop import AgentLoop
 from beam_pipelines.transforms.images import ImageStore
@@ -235,4 +236,5 @@ def main(argv: Sequence[str]) -> int:
         print(f"submitted run {result.config.run_id}; outputs under {result.layout.run_dir}")
         return 0
     print_summary(result.summary)
+    print_report_path(result.layout)
     return 0 if "DONE" in result.state.upper() else 1

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from beam_pipelines import annotate
+from beam_pipelines.report import print_report_path
 from beam_pipelines.summary import print_summary
 
 CORPUS_MARKER = ".demo-corpus"
@@ -53,4 +54,5 @@ def run_demo(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
     ]
     result = annotate.run(argv)
     print_summary(result.summary)
+    print_report_path(result.layout)
     return 0 if "DONE" in result.state.upper() else 1

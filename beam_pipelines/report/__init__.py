@@ -6,6 +6,11 @@ trajectory (the image with every crop box drawn on it, each turn's reasoning, to
 observation and images, the answer against the ground truth). See `docs/report.md`.
 """
 
-from beam_pipelines.report.build import DEFAULT_MAX_TRAJECTORIES, ReportResult, build_report
+from beam_pipelines.report.build import (
+    DEFAULT_MAX_TRAJECTORIES,
+    ReportResult,
+    build_report,
+    print_report_path,
+)
 
-__all__ = ["DEFAULT_MAX_TRAJECTORIES", "ReportResult", "build_report"]
+__all__ = ["DEFAULT_MAX_TRAJECTORIES", "ReportResult", "build_report", "print_report_path"]

@@ -260,3 +260,20 @@ def build_report(
         trajectories=total,
         images=copier.copied,
     )
+
+
+def print_report_path(
+    layout: OutputLayout, max_trajectories: int = DEFAULT_MAX_TRAJECTORIES
+) -> None:
+    """Write a finished run's report and print its path as the summary's last output line.
+
+    Called by `annotate` and `demo` after the summary. A report that cannot be written is a
+    warning, never a failed run: the run's outputs are complete without it.
+    """
+    try:
+        result = build_report(layout.root, layout.run_id, max_trajectories=max_trajectories)
+    except Exception as e:  # the run is done; its report is a convenience on top
+        log.warning("report: not written: %s", e, exc_info=True)
+        print(f"{'report:':10} not written ({type(e).__name__}: {e})", flush=True)
+        return
+    print(f"{'report:':10} {result.index}", flush=True)

@@ -13,7 +13,8 @@ import pytest
 from markupsafe import escape
 
 from beam_pipelines.__main__ import main
-from beam_pipelines.report import build_report
+from beam_pipelines.io.layout import OutputLayout
+from beam_pipelines.report import build_report, print_report_path
 from beam_pipelines.report import source as report_source
 from beam_pipelines.report.pages import page_name, script_hash
 
@@ -220,3 +221,12 @@ def test_the_report_command(synthetic_root: Path, tmp_path: Path, capsys) -> Non
     assert len(list((out / "trajectories").iterdir())) == 4
     assert main(["report", "--output", str(tmp_path / "nothing")]) == 1
     assert main(["report", "--output", str(synthetic_root), "--max-trajectories", "-1"]) == 2
+
+
+def test_the_end_of_a_run_prints_the_report_path(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "root"
+    layout = write_run(root)
+    print_report_path(layout)
+    assert capsys.readouterr().out == f"report:    {layout.run_dir}/report/index.html\n"
+    print_report_path(OutputLayout(str(tmp_path / "gone"), RUN_ID))  # never raises
+    assert capsys.readouterr().out.startswith("report:    not written (FileNotFoundError")
