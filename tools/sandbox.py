@@ -10,9 +10,10 @@ Two protection levels, reported as ``Sandbox.protection``:
 
 ``"bubblewrap"`` (strong): ``bwrap`` with new pid, network, ipc and uts namespaces, no
 capabilities, an empty root filesystem holding only read-only system directories (``/usr``,
-``/lib*``, ``/bin``, ``/etc``) and the interpreter's own directories, a fresh ``/proc`` and
-``/dev``, and a size-limited tmpfs at ``/tmp`` as the scratch directory and only writable
-place (it vanishes with the sandbox). Home directories, ``/run``, the repository and data
+``/lib*``, ``/bin``, ``/etc``) and the interpreter's own directories, a fresh ``/proc`` and a
+read-only ``/dev``, and a size-limited tmpfs at ``/tmp`` as the scratch directory and only
+writable place (it vanishes with the sandbox). This is deliberately narrower than
+``--ro-bind / /``: home directories, ``/run`` (container secrets), the repository and data
 directories are simply not there, so files holding secrets cannot be read. Plus rlimits.
 
 ``"fallback"`` (when ``bwrap`` is missing or unusable): a plain child process with rlimits,
