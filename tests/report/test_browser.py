@@ -13,7 +13,7 @@ from beam_pipelines.report import build_report
 from beam_pipelines.report.pages import page_name
 
 from .conftest import Page
-from .synthetic import XSS, XSS_ID
+from .synthetic import XSS, XSS_ID, write_run
 
 pytestmark = pytest.mark.integration
 
@@ -95,3 +95,16 @@ def test_a_real_pipeline_runs_report_opens_in_chromium(
     assert page.page.locator("section.turn").count() >= 1
     page.screenshot("pipeline-trajectory.png")
     assert page.errors == [] and page.dialogs == []
+
+
+def test_the_list_pages_through_a_longer_run(tmp_path: Path, page: Page) -> None:
+    write_run(tmp_path / "root", extra_answered=60)
+    open_report(page, build_report(str(tmp_path / "root")).index)
+    assert len(visible_rows(page)) == 50
+    assert page.page.inner_text("#shown").startswith("1–50 of 66")
+    page.page.click("#next")
+    assert len(visible_rows(page)) == 16 and page.page.is_disabled("#next")
+    page.page.click("th:text-is('turns')")  # sorting starts over at the first page
+    assert len(visible_rows(page)) == 50
+    assert visible_rows(page)[0].strip() in ("crop-then-zoom", "format-then-max-turns")
+    assert page.errors == []
