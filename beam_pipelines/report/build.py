@@ -26,9 +26,7 @@ from beam_pipelines.io.layout import OutputLayout
 from beam_pipelines.report import charts
 from beam_pipelines.report.assets import ImageCopier
 from beam_pipelines.report.pages import (
-    ANSWER_CHARS,
     PAGES,
-    QUESTION_CHARS,
     build_view,
     content_security_policy,
     list_script,
@@ -54,6 +52,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TRAJECTORIES = 500
 REPORT_DIR = "report"
+#: Characters of a question / an answer shown in the list (pages show them whole).
+QUESTION_CHARS = 300
+ANSWER_CHARS = 120
 
 
 @dataclass(frozen=True)

@@ -24,15 +24,20 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import JsonLexer, PythonLexer
 
 from beam_pipelines.agent.protocols import attached_images
-from beam_pipelines.agent.records import LETTERS, Trajectory, answer_row, safe_key
+from beam_pipelines.agent.records import (
+    LETTERS,
+    Observation,
+    Step,
+    Trajectory,
+    answer_row,
+    safe_key,
+)
 from beam_pipelines.report.assets import ImageCopier
 from beam_pipelines.report.crops import Crop, step_turns, trajectory_crops
 
 PAGES = "trajectories"
 #: Crop colours, one per turn (cycled).
 PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324")
-QUESTION_CHARS = 300
-ANSWER_CHARS = 120
 
 
 def page_name(job_id: str) -> str:
@@ -51,14 +56,11 @@ def highlight_code(code: str) -> Markup:
 
 
 def highlight_json(value: Any) -> Markup:
-    return _highlight(json.dumps(value, indent=2, ensure_ascii=False), JsonLexer())
-
-
-def _clip(text: str | None, limit: int) -> str:
-    if not text:
-        return ""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """Arguments as JSON: on one line when short (a bbox), indented otherwise."""
+    text = json.dumps(value, ensure_ascii=False)
+    if len(text) > 100:
+        text = json.dumps(value, indent=2, ensure_ascii=False)
+    return _highlight(text, JsonLexer())
 
 
 # --------------------------------------------------------------------------------------------
@@ -67,6 +69,8 @@ def _clip(text: str | None, limit: int) -> str:
 
 @dataclass(frozen=True)
 class ShownImage:
+    """An image on a page: its copy's relative path (None when unreadable) and its source."""
+
     src: str | None
     label: str
     width: int
@@ -102,10 +106,13 @@ class TurnView:
     raw: str | None = None
     reply: str | None = None
     colour: str = PALETTE[0]
+    note: str | None = None
 
 
 @dataclass(frozen=True)
 class OptionView:
+    """One multiple-choice option and whether it is the truth and/or the model's choice."""
+
     letter: str
     text: str
     truth: bool
@@ -114,6 +121,8 @@ class OptionView:
 
 @dataclass(frozen=True)
 class CropView:
+    """A crop box as the page's SVG draws it, in pixels of the original."""
+
     x: float
     y: float
     width: float
@@ -181,78 +190,88 @@ def _exchanges(traj: Trajectory) -> list[tuple[str, str | None]]:
     return out
 
 
-def build_view(traj: Trajectory, copier: ImageCopier, prefix: str = "../") -> TrajectoryView:
-    """The page model of one trajectory; images are copied as a side effect."""
-    turn_of_step = step_turns(traj.steps)
-    crops = trajectory_crops(traj, turn_of_step)
+def _images(
+    observation: Observation, first: int, copier: ImageCopier, prefix: str
+) -> list[ShownImage]:
+    """A call's images, labelled as the model knew them (a failed call's are not shown)."""
+    shown = attached_images(observation)
+    images = []
+    for i, ref in enumerate(observation.images):
+        label = f"sub-image {first + i}" if i < shown else "not shown to the model"
+        src = copier.copy(ref)
+        images.append(
+            ShownImage(prefix + src if src else None, label, ref.width, ref.height, ref.uri)
+        )
+    return images
+
+
+def _call_view(step: Step, crops: list[Crop], images: list[ShownImage]) -> CallView:
+    call, obs = step.tool_call, step.observation
+    assert call is not None
+    code = call.arguments.get("code") if call.name == "code" else None
+    return CallView(
+        tool=call.name,
+        code=highlight_code(code) if isinstance(code, str) else None,
+        arguments=None if isinstance(code, str) else highlight_json(call.arguments),
+        output=obs.text if obs is not None else "",
+        error=obs.error if obs is not None else None,
+        not_run=step.error if obs is None else None,
+        images=images,
+        crops=crops,
+    )
+
+
+def _turn_views(
+    traj: Trajectory, crops: list[Crop], copier: ImageCopier, prefix: str
+) -> list[TurnView]:
+    """The assistant turns in order: tool-call and format-error turns, then the answer."""
     exchanges = _exchanges(traj)
+
+    def new_turn(number: int, **fields: Any) -> TurnView:
+        raw, reply = exchanges[number - 1] if number - 1 < len(exchanges) else (None, None)
+        colour = PALETTE[(number - 1) % len(PALETTE)]
+        return TurnView(number=number, raw=raw, reply=reply, colour=colour, **fields)
+
     turns: dict[int, TurnView] = {}
     sub_image = 1
-    for index, step in enumerate(traj.steps):
-        number = turn_of_step[index]
+    for index, (step, number) in enumerate(zip(traj.steps, step_turns(traj.steps), strict=True)):
         if number not in turns:
-            raw, reply = exchanges[number - 1] if number - 1 < len(exchanges) else (None, None)
-            turns[number] = TurnView(
-                number=number,
-                think=step.think,
-                latency_s=step.latency_s,
-                tokens=step.tokens,
-                raw=raw,
-                reply=reply,
-                colour=PALETTE[(number - 1) % len(PALETTE)],
+            turns[number] = new_turn(
+                number, think=step.think, latency_s=step.latency_s, tokens=step.tokens
             )
-        turn = turns[number]
         if step.tool_call is None:
-            turns[number] = _replace(turn, format_error=step.error or "malformed turn")
-            continue
-        call = step.tool_call
-        obs = step.observation
-        images: list[ShownImage] = []
-        if obs is not None:
-            shown = attached_images(obs)
-            for i, ref in enumerate(obs.images):
-                label = f"sub-image {sub_image + i}" if i < shown else "not shown to the model"
-                src = copier.copy(ref)
-                images.append(
-                    ShownImage(prefix + src if src else None, label, ref.width, ref.height, ref.uri)
-                )
-            sub_image += shown
-        code = call.arguments.get("code") if call.name == "code" else None
-        turn.calls.append(
-            CallView(
-                tool=call.name,
-                code=highlight_code(code) if isinstance(code, str) else None,
-                arguments=None if isinstance(code, str) else highlight_json(call.arguments),
-                output=obs.text if obs is not None else "",
-                error=obs.error if obs is not None else None,
-                not_run=step.error if obs is None else None,
-                images=images,
-                crops=[c for c in crops if c.call == index],
+            turns[number] = dataclasses.replace(
+                turns[number], format_error=step.error or "malformed turn"
             )
-        )
+            continue
+        images: list[ShownImage] = []
+        if step.observation is not None:
+            images = _images(step.observation, sub_image, copier, prefix)
+            sub_image += attached_images(step.observation)
+        turns[number].calls.append(_call_view(step, [c for c in crops if c.call == index], images))
     ordered = [turns[k] for k in sorted(turns)]
     if traj.final is not None:
-        number = len(ordered) + 1
-        raw, reply = exchanges[number - 1] if number - 1 < len(exchanges) else (None, None)
         ordered.append(
-            TurnView(
-                number=number,
+            new_turn(
+                len(ordered) + 1,
                 think=traj.final.think,
                 latency_s=0.0,
                 tokens=0,
                 answer=traj.final.answer,
-                raw=raw,
-                reply=reply,
-                colour=PALETTE[(number - 1) % len(PALETTE)],
             )
         )
-    # Turns the loop recorded no step for (a model-server error ends a job that way).
+    # An assistant message with no step: the model server failed on that turn.
     for number in range(len(ordered) + 1, len(exchanges) + 1):
-        raw, reply = exchanges[number - 1]
         ordered.append(
-            TurnView(number=number, think="", latency_s=0.0, tokens=0, raw=raw, reply=reply)
+            new_turn(number, think="", latency_s=0.0, tokens=0, note="the job ended on this turn")
         )
+    return ordered
 
+
+def build_view(traj: Trajectory, copier: ImageCopier, prefix: str = "../") -> TrajectoryView:
+    """The page model of one trajectory; images are copied as a side effect."""
+    crops = trajectory_crops(traj, step_turns(traj.steps))
+    turns = _turn_views(traj, crops, copier, prefix)
     job = traj.job
     row = answer_row(traj, None)  # choice and correctness exactly as the answer row has them
     choice, correct = row["choice"], row["correct"]
@@ -297,7 +316,7 @@ def build_view(traj: Trajectory, copier: ImageCopier, prefix: str = "../") -> Tr
         correct=correct,
         image=image,
         crops=crop_views,
-        turns=ordered,
+        turns=turns,
         tools=sorted({s.tool_call.name for s in traj.steps if s.tool_call is not None}),
         started_at=traj.started_at,
         finished_at=traj.finished_at,
@@ -306,10 +325,6 @@ def build_view(traj: Trajectory, copier: ImageCopier, prefix: str = "../") -> Tr
         tool_calls=row["tool_calls"],
         font_size=max(12.0, max(traj.original.width, traj.original.height) / 45),
     )
-
-
-def _replace(turn: TurnView, **changes: Any) -> TurnView:
-    return dataclasses.replace(turn, **changes)
 
 
 # --------------------------------------------------------------------------------------------

@@ -143,6 +143,7 @@ def test_turns_show_reasoning_calls_observations_and_the_verdict(report: Path) -
     assert "ZeroDivisionError" in capped and "no answer within 3 turns" in capped
     failed = read(report / "trajectories" / page_name("model-error"))
     assert "server exploded" in failed and "status-failed" in failed
+    assert "the job ended on this turn" in failed
 
 
 def test_a_capped_report_samples_and_says_so(synthetic_root: Path, tmp_path: Path) -> None:
