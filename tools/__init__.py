@@ -5,7 +5,9 @@ Public API:
 - ``tools.base``: the ``Tool`` protocol, ``ToolContext``, ``ToolResult`` and the error classes;
 - ``tools.registry``: ``build_tools(names, **per_tool_settings)``, ``run_tool``,
   ``validate_arguments``, ``register_tool``;
-- ``tools.code.CodeTool`` (``code``) over ``tools.sandbox.Sandbox``;
+- ``tools.code.CodeTool`` (``code``) over ``tools.sandbox.Sandbox`` (the warm pool and the
+  public sandbox API; ``tools.sandbox_process`` launches one sandbox, and
+  ``tools.sandbox_runner`` is the program that runs inside it);
 - ``tools.zoom.ZoomTool`` (``image_zoom_in_tool``).
 
 Submodules are imported on demand, so importing ``tools`` starts nothing.

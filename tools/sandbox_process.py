@@ -1,0 +1,567 @@
+"""Sandbox processes: how one is launched, run for exactly one job, and destroyed.
+
+The machinery under ``tools.sandbox`` (which holds the pool and the public API, and explains
+the two protection levels): the command lines of the bubblewrap and fallback launchers, the
+per-sandbox user ids leased when the parent is root, and ``SandboxProcess``, which starts the
+runner (``tools/sandbox_runner.py``), feeds it a job, collects its output within the limits,
+and kills everything it left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import pwd
+import random
+import select
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tools import sandbox_runner
+from tools.base import ToolUnavailableError
+
+if TYPE_CHECKING:
+    from tools.sandbox import SandboxLimits
+
+log = logging.getLogger(__name__)
+
+RUNNER_SOURCE = Path(sandbox_runner.__file__).read_text()
+SCRATCH_INSIDE = "/tmp"  # the scratch directory's path inside a bubblewrap sandbox
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+
+
+# --------------------------------------------------------------------------------------------
+# How a sandbox process is launched
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """The command line of one protection level, found to work by probing."""
+
+    protection: str
+    prefix: tuple[str, ...]  # bwrap ... -- / unshare --net -- / nothing
+    own_uid: bool  # each sandbox gets a leased uid and the runner drops to it (root only)
+    network_isolated: bool
+
+    @property
+    def details(self) -> str:
+        parts = [self.protection]
+        parts.append("no network" if self.network_isolated else "network not isolated")
+        parts.append("own uid per sandbox" if self.own_uid else "same uid as the parent")
+        if self.protection == "fallback":
+            parts.append("audit hook")
+        return ", ".join(parts)
+
+    def argv(self, scratch: str, result_fd: int, uid: int | None, probe: bool) -> list[str]:
+        argv = [*self.prefix, sys.executable, "-I", "-B", "-c", RUNNER_SOURCE]
+        argv += ["--result-fd", str(result_fd), "--scratch", scratch]
+        if uid is not None:
+            argv += ["--uid", str(uid), "--gid", str(uid)]
+        if self.protection == "fallback":
+            # The audit hook lets the code read what bubblewrap would have mounted.
+            readable = json.dumps([*SYSTEM_DIRS, *python_dirs()])
+            argv += ["--fallback", "1", "--parent", str(os.getpid()), "--readable", readable]
+        if probe:
+            argv += ["--probe", "1"]
+        return argv
+
+
+def _child_env(scratch: str) -> dict[str, str]:
+    """The whole environment of the model's code: nothing inherited from the parent."""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": scratch,
+        "TMPDIR": scratch,
+        "LANG": "C.UTF-8",
+        "MPLCONFIGDIR": scratch,
+        # One thread each: threads count against the process limit and the CPU is shared.
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+
+
+@functools.cache
+def python_dirs() -> tuple[str, ...]:
+    """Directories the interpreter needs that the system directories do not already hold."""
+    import numpy
+    import PIL
+
+    candidates = {
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        sys.base_exec_prefix,
+        os.path.dirname(os.path.dirname(sys.executable)),
+        os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))),
+        os.path.dirname(os.path.dirname(PIL.__file__)),
+        os.path.dirname(os.path.dirname(numpy.__file__)),
+    }
+    real = sorted({os.path.realpath(p) for p in candidates} | candidates)
+    chosen: list[str] = []
+    for path in real:
+        if not os.path.isdir(path) or os.path.islink(path):
+            continue
+        covered = [*SYSTEM_DIRS, *chosen]
+        if any(path == c or path.startswith(c.rstrip("/") + "/") for c in covered):
+            continue
+        chosen.append(path)
+    return tuple(chosen)
+
+
+def _bwrap_features(bwrap: str) -> set[str]:
+    text = subprocess.run(
+        [bwrap, "--help"], capture_output=True, text=True, timeout=10, env={}
+    ).stdout
+    options = ("--size", "--perms", "--chmod", "--remount-ro", "--disable-userns")
+    return {opt for opt in options if opt in text}
+
+
+def bwrap_prefix(bwrap: str, privileged: bool, scratch_bytes: int) -> tuple[str, ...]:
+    features = _bwrap_features(bwrap)
+    argv = [bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net"]
+    argv += ["--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--hostname", "sandbox"]
+    if privileged:
+        # Root without a user namespace, so that the sandbox's user is a real, unprivileged
+        # uid on the host; the runner needs these two capabilities only to switch to it.
+        argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        argv += ["--unshare-user", "--cap-drop", "ALL"]
+        if "--disable-userns" in features:  # no nested user namespaces: less kernel surface
+            argv += ["--disable-userns"]
+    for path in SYSTEM_DIRS:
+        if os.path.islink(path):
+            argv += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            argv += ["--ro-bind", path, path]
+    made: set[str] = set()
+    for path in python_dirs():
+        parts = Path(path).parts
+        for depth in range(2, len(parts)):
+            ancestor = str(Path(*parts[:depth]))
+            if ancestor not in made:
+                made.add(ancestor)
+                # Parents are created 0755: the originals (e.g. /root) may be private.
+                argv += (["--perms", "0755"] if "--perms" in features else []) + ["--dir", ancestor]
+        argv += ["--ro-bind", path, path]
+    argv += ["--dev", "/dev", "--proc", "/proc"]
+    if "--remount-ro" in features:
+        # /dev is a tmpfs the sandbox's user may own (user namespace): files there would use
+        # memory outside every limit. Device nodes stay usable on a read-only mount.
+        argv += ["--remount-ro", "/dev"]
+    if "--perms" in features:
+        argv += ["--perms", "01777"]
+    if "--size" in features:
+        argv += ["--size", str(scratch_bytes)]
+    argv += ["--tmpfs", SCRATCH_INSIDE]
+    if "--perms" not in features and "--chmod" in features:
+        argv += ["--chmod", "01777", SCRATCH_INSIDE]
+    if "--remount-ro" in features:
+        argv += ["--remount-ro", "/"]
+    argv += ["--chdir", SCRATCH_INSIDE, "--clearenv"]
+    for key, value in _child_env(SCRATCH_INSIDE).items():
+        argv += ["--setenv", key, value]
+    return (*argv, "--")
+
+
+_unshare_ok: bool | None = None
+
+
+def _unshare_net_works() -> bool:
+    global _unshare_ok
+    if _unshare_ok is None:
+        tool = shutil.which("unshare")
+        try:
+            _unshare_ok = bool(tool) and (
+                subprocess.run(
+                    [tool, "--net", "--", "true"], capture_output=True, timeout=10, env={}
+                ).returncode
+                == 0
+            )
+        except (OSError, subprocess.SubprocessError):
+            _unshare_ok = False
+    return _unshare_ok
+
+
+def fallback_launcher(own_uid: bool) -> Launcher:
+    prefix: tuple[str, ...] = ()
+    if os.geteuid() == 0 and _unshare_net_works():
+        # As root: a new network namespace (nothing but a down loopback); the runner then
+        # drops to the sandbox's uid. Without root there is no netns; the audit hook remains.
+        prefix = (shutil.which("unshare") or "unshare", "--net", "--")
+    return Launcher("fallback", prefix, own_uid, bool(prefix))
+
+
+# --------------------------------------------------------------------------------------------
+# Per-sandbox user ids (root only)
+
+
+class UidLeases:
+    """Unused uids from a range, one per live sandbox, locked across processes with flock."""
+
+    def __init__(self, base: int, count: int) -> None:
+        self.base, self.count = base, count
+        root = "/run" if os.access("/run", os.W_OK) else tempfile.gettempdir()
+        self.folder = os.path.join(root, "tools-sandbox-uids")
+        os.makedirs(self.folder, mode=0o700, exist_ok=True)
+        self._held: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self) -> int:
+        import fcntl
+
+        with self._lock:
+            start = random.randrange(self.count)
+            for step in range(self.count):
+                uid = self.base + (start + step) % self.count
+                if uid in self._held or _user_exists(uid):
+                    continue
+                fd = os.open(
+                    os.path.join(self.folder, str(uid)), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC
+                )
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(fd)
+                    continue
+                self._held[uid] = fd
+                return uid
+        raise ToolUnavailableError(
+            f"no free sandbox user id in {self.base}..{self.base + self.count - 1}"
+        )
+
+    def release(self, uid: int) -> None:
+        with self._lock:
+            fd = self._held.pop(uid, None)
+        if fd is not None:
+            os.close(fd)  # closing the only descriptor releases the flock
+
+    def forget(self) -> None:
+        """After fork, in the child: the locks belong to the parent; drop them silently."""
+        for fd in self._held.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._held.clear()
+        self._lock = threading.Lock()
+
+
+def _user_exists(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
+
+
+def _uid_processes(uid: int) -> int:
+    """Live (non-zombie) processes whose real or effective uid is ``uid``."""
+    count = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status") as status:
+                lines = status.read().splitlines()
+        except OSError:
+            continue
+        state = next((line for line in lines if line.startswith("State:")), "")
+        uids = next((line for line in lines if line.startswith("Uid:")), "").split()[1:3]
+        if str(uid) in uids and "Z" not in state.split()[1:2]:
+            count += 1
+    return count
+
+
+def _kill_uid(uid: int) -> bool:
+    """SIGKILL every process of ``uid`` (kill(-1) sent as that user); True when none is left."""
+    kill = shutil.which("kill", path="/usr/bin:/bin")
+    command = [kill, "-9", "-1"] if kill else [sys.executable, "-I", "-S", "-c",
+               "import os\ntry: os.kill(-1, 9)\nexcept OSError: pass"]  # fmt: skip
+    for attempt in range(5):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(
+                command, user=uid, group=uid, extra_groups=[], env={}, timeout=10,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        if not _uid_processes(uid):
+            return True
+        time.sleep(0.02 * (attempt + 1))
+    return False
+
+
+def own_task_count() -> int:
+    """Threads of all processes of this user (what RLIMIT_NPROC counts)."""
+    total = 0
+    me = str(os.getuid())
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status") as status:
+                text = status.read()
+        except OSError:
+            continue
+        lines = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        if lines.get("Uid", "").split()[:1] == [me]:
+            total += int(lines.get("Threads", "1").strip() or 1)
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# One sandbox process
+
+
+class _Capture:
+    """Bounded capture of one output stream: the first or the last ``limit`` bytes."""
+
+    def __init__(self, limit: int, keep: str) -> None:
+        self.limit, self.keep = limit, keep
+        self.data = bytearray()
+        self.total = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        if self.keep == "head":
+            room = self.limit - len(self.data)
+            if room > 0:
+                self.data += chunk[:room]
+        else:
+            self.data += chunk
+            if len(self.data) > self.limit:
+                del self.data[: len(self.data) - self.limit]
+
+    def text(self, stream: str) -> str:
+        body = self.data.decode("utf-8", errors="replace")
+        if self.total <= self.limit:
+            return body
+        if self.keep == "head":
+            return (
+                f"{body}\n[{stream} truncated: {self.total} bytes were written, only the first "
+                f"{self.limit} are shown]"
+            )
+        return (
+            f"[{stream} truncated: {self.total} bytes were written, only the last {self.limit} "
+            f"are shown]\n{body}"
+        )
+
+
+@dataclass
+class RunRecord:
+    """What the parent observed of one run, before interpretation."""
+
+    stdout: _Capture
+    stderr: _Capture
+    result: dict[str, Any] | None = None
+    blobs: list[bytes] = field(default_factory=list)
+    timed_out: bool = False
+    returncode: int | None = None
+    invalid: str | None = None  # the sandbox broke the result protocol
+    startup_failed: bool = False
+
+
+def _grow_pipe(fd: int) -> None:
+    """Enlarge a pipe (64 KiB by default) so a job or a result crosses in one or two writes:
+    every extra round trip is a wake-up, and on a busy machine each one waits for a CPU."""
+    import fcntl
+
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, 1031, 1 << 20)  # F_SETPIPE_SZ; capped by /proc/sys/fs/pipe-max-size
+
+
+class SandboxProcess:
+    """One sandbox process, used for at most one job."""
+
+    def __init__(
+        self,
+        launcher: Launcher,
+        leases: UidLeases | None,
+        probe: bool = False,
+    ) -> None:
+        self.launcher = launcher
+        self.leases = leases if launcher.own_uid else None
+        self.uid = self.leases.acquire() if self.leases else None
+        self.scratch_host: str | None = None
+        self.result_fd = -1
+        self.proc: subprocess.Popen[bytes] | None = None
+        try:
+            self._start(probe)
+        except BaseException:
+            self.destroy()
+            raise
+
+    def _start(self, probe: bool) -> None:
+        if self.launcher.protection == "bubblewrap":
+            scratch, env = SCRATCH_INSIDE, {}
+        else:
+            self.scratch_host = tempfile.mkdtemp(prefix="tools-sandbox-")
+            if self.uid is not None:
+                os.chown(self.scratch_host, self.uid, self.uid)
+            scratch, env = self.scratch_host, _child_env(self.scratch_host)
+        read_end, write_end = os.pipe()
+        self.result_fd = read_end
+        _grow_pipe(write_end)
+        try:
+            self.proc = subprocess.Popen(
+                self.launcher.argv(scratch, write_end, self.uid, probe),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(write_end,),
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as error:
+            raise ToolUnavailableError(f"cannot start a sandbox process: {error}") from error
+        finally:
+            os.close(write_end)
+        assert self.proc.stdin is not None
+        _grow_pipe(self.proc.stdin.fileno())
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def ready(self) -> bool:
+        """Whether the runner has said ``ready`` (its message waits, unread, in the pipe)."""
+        readable, _, _ = select.select([self.result_fd], [], [], 0)
+        return bool(readable) and self.alive()
+
+    def run(self, job: bytes, limits: SandboxLimits, startup_timeout_s: float) -> RunRecord:
+        """Send ``job``, collect output and result until done or out of time."""
+        assert self.proc is not None and self.proc.stdin and self.proc.stdout and self.proc.stderr
+        raw = RunRecord(
+            _Capture(limits.output_bytes, "head"), _Capture(limits.output_bytes, "tail")
+        )
+        stdin, stdout, stderr = self.proc.stdin, self.proc.stdout, self.proc.stderr
+        result_cap = limits.max_image_bytes + (1 << 20)
+        buffer = bytearray()
+        pending = memoryview(job)
+        selector = selectors.DefaultSelector()
+        for stream in (stdin, stdout, stderr):
+            os.set_blocking(stream.fileno(), False)
+        os.set_blocking(self.result_fd, False)
+        selector.register(stdin.fileno(), selectors.EVENT_WRITE, "stdin")
+        selector.register(stdout.fileno(), selectors.EVENT_READ, raw.stdout)
+        selector.register(stderr.fileno(), selectors.EVENT_READ, raw.stderr)
+        selector.register(self.result_fd, selectors.EVENT_READ, "result")
+        deadline = time.monotonic() + startup_timeout_s
+        ready = False
+        result_open = True
+        try:
+            while result_open and raw.result is None and raw.invalid is None:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    raw.timed_out, raw.startup_failed = True, not ready
+                    break
+                for key, _ in selector.select(timeout):
+                    if key.data == "stdin":
+                        try:
+                            pending = pending[os.write(key.fd, pending) :]
+                        except BrokenPipeError:
+                            pending = pending[:0]
+                        if not pending:
+                            selector.unregister(key.fd)
+                            stdin.close()
+                        continue
+                    chunk = os.read(key.fd, 1 << 16)
+                    if key.data == "result":
+                        if not chunk:
+                            selector.unregister(key.fd)
+                            result_open = False
+                            continue
+                        buffer += chunk
+                        if len(buffer) > result_cap:
+                            raw.invalid = "it returned more data than the image limits allow"
+                            break
+                        while raw.result is None and raw.invalid is None:
+                            try:
+                                message = sandbox_runner.decode_message(buffer)
+                            except ValueError as error:
+                                raw.invalid = f"its result could not be read ({error})"
+                                break
+                            if message is None:
+                                break
+                            header, blobs, size = message
+                            del buffer[:size]
+                            if header.get("type") == "ready" and not ready:
+                                # The clock starts when the code can run, not at startup.
+                                ready = True
+                                deadline = time.monotonic() + limits.wall_s
+                            elif header.get("type") == "result" and ready:
+                                raw.result, raw.blobs = header, blobs
+                            else:
+                                raw.invalid = "it sent an unexpected message"
+                    elif chunk:
+                        key.data.add(chunk)
+                    else:
+                        selector.unregister(key.fd)
+            if raw.result is not None:
+                # Output written before the result is already in the pipes: take what is there.
+                self._drain(selector, raw)
+            elif not raw.timed_out and raw.invalid is None and buffer:
+                raw.invalid = "its result pipe held bytes that are not a result"
+            elif not raw.timed_out and raw.invalid is None:
+                # The result pipe closed without a result: the process died. Its exit status
+                # says why; wait briefly for it and for the rest of its output.
+                try:
+                    raw.returncode = self.proc.wait(timeout=1.0)
+                except subprocess.TimeoutExpired:
+                    raw.returncode = None
+                self._drain(selector, raw)
+        finally:
+            selector.close()
+        return raw
+
+    @staticmethod
+    def _drain(selector: selectors.BaseSelector, raw: RunRecord) -> None:
+        for key in list(selector.get_map().values()):
+            if not isinstance(key.data, _Capture):
+                continue
+            for _ in range(256):  # bounded: a live child could keep writing
+                try:
+                    chunk = os.read(key.fd, 1 << 16)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    break
+                key.data.add(chunk)
+
+    def destroy(self) -> None:
+        """Kill the sandbox and everything it started; free its uid and scratch directory."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+            for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+            self.proc = None
+        if self.result_fd >= 0:
+            os.close(self.result_fd)
+            self.result_fd = -1
+        if self.uid is not None and self.leases is not None:
+            # bubblewrap's pid namespace already took everything down; in the fallback,
+            # processes the code detached (setsid) are found by their uid.
+            if _kill_uid(self.uid):
+                self.leases.release(self.uid)
+            else:  # keep the uid leased (unused) rather than hand a dirty one out again
+                log.warning("sandbox uid %d still has processes; not reusing it", self.uid)
+            self.uid = None
+        if self.scratch_host is not None:
+            shutil.rmtree(self.scratch_host, ignore_errors=True)
+            self.scratch_host = None
