@@ -92,6 +92,7 @@ def build(pipeline: beam.Pipeline, config: AnnotateConfig, tools: Sequence[ToolS
                 config.model_label,
                 config.sampling,
                 config.max_turns,
+                workers=config.tool_workers,
             )
         )
         | "AgentLoop"

@@ -17,13 +17,11 @@ turns the results into the next observation turn. A tool that cannot run at all
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +35,7 @@ from beam_pipelines.agent.images import ImageError
 from beam_pipelines.agent.records import Failure, ImageRef, Observation, ToolCall, Trajectory
 from beam_pipelines.io.files import read_bytes
 from beam_pipelines.io.writers import FailedJob
+from beam_pipelines.transforms.backlog import Backlog
 from beam_pipelines.transforms.generate import running, windowed
 from beam_pipelines.transforms.images import ImageStore
 from tools.base import Tool, ToolContext, ToolResult, ToolUnavailableError
@@ -194,34 +193,22 @@ class ExecuteTools(beam.DoFn):
         self._failed_jobs = Metrics.counter("annotate", "tool_failed_jobs")
 
     def start_bundle(self) -> None:
-        self._done: queue.SimpleQueue[tuple[Hashable, TurnResult]] = queue.SimpleQueue()
-        self._outstanding = 0
-        self._keys = itertools.count()
+        self._backlog: Backlog[TurnResult] = Backlog(self._max_outstanding)
 
     def process(self, traj: Trajectory | Any) -> Iterator[Any]:
         if not running(traj) or not loop.pending_calls(traj):
             yield traj
             return
-        # Bound this DoFn's backlog: past it, wait for a call to finish before taking more.
-        while self._outstanding >= self._max_outstanding:
-            yield from self._emit(self._done.get())
-        kind = self._kind(loop.pending_calls(traj)[0].name)
-        key = next(self._keys)
-        future = self._runtime.pools[kind].submit(
-            run_turn, traj, self._runtime, self._store, self._timeout_s
-        )
-        future.add_done_callback(lambda f, key=key: self._done.put((key, _result_of(f, traj))))
-        self._outstanding += 1
-        while True:
-            try:
-                item = self._done.get_nowait()
-            except queue.Empty:
-                break
-            yield from self._emit(item)
+        pool = self._runtime.pools[self._kind(loop.pending_calls(traj)[0].name)]
+        args = (traj, self._runtime, self._store, self._timeout_s)
+        for future in self._backlog.submit(pool, run_turn, *args):
+            yield from self._emit(future)
+        for future in self._backlog.ready():
+            yield from self._emit(future)
 
     def finish_bundle(self) -> Iterator[Any]:
-        while self._outstanding:
-            for output in self._emit(self._done.get()):
+        for future in self._backlog.drain():
+            for output in self._emit(future):
                 yield windowed(output)
 
     def _kind(self, name: str) -> str:
@@ -229,9 +216,9 @@ class ExecuteTools(beam.DoFn):
         kind = getattr(tool, "kind", "cpu")
         return kind if kind in KINDS else "cpu"
 
-    def _emit(self, item: tuple[Hashable, TurnResult]) -> Iterator[Any]:
-        self._outstanding -= 1
-        _, result = item
+    def _emit(self, future: Future[TurnResult]) -> Iterator[Any]:
+        # run_turn turns every error into a FailedJob; a future cannot fail short of a bug.
+        result = future.result()
         progress.board().add(tool_calls=len(result.stats))
         for stat in result.stats:
             if stat.tool in self._calls:
@@ -242,12 +229,3 @@ class ExecuteTools(beam.DoFn):
         if isinstance(result.outcome, FailedJob):
             self._failed_jobs.inc()
         yield result.outcome
-
-
-def _result_of(future: Any, traj: Trajectory) -> TurnResult:
-    """`run_turn` catches everything; this only guards against a cancelled future."""
-    error = future.exception()
-    if error is None:
-        return future.result()
-    failure = Failure.from_error(traj.job.to_dict(), TOOLS_STAGE, error, id=traj.job.id)
-    return TurnResult(FailedJob(failure, loop.fail(traj, failure.error_class, failure.message)), ())

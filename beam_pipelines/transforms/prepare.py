@@ -9,7 +9,9 @@ is (its URI and hash are in the trajectory); tools read it from there.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -21,6 +23,8 @@ from beam_pipelines.agent.images import ImageError, load_image, sha256_hex
 from beam_pipelines.agent.records import Failure, ImageRef, Job, ToolSpec, Trajectory
 from beam_pipelines.io.files import read_bytes
 from beam_pipelines.io.writers import FailedJob
+from beam_pipelines.transforms.backlog import Backlog
+from beam_pipelines.transforms.generate import windowed
 from beam_pipelines.transforms.images import ImageStore
 
 PREPARE_STAGE = "prepare"
@@ -74,8 +78,20 @@ def start_trajectory(
     )
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What preparing one job gave: its trajectory, or the failure row."""
+
+    outcome: Trajectory | FailedJob
+
+
 class PrepareImages(beam.DoFn):
-    """Job -> started Trajectory, or `FailedJob`; anything else (failure rows) passes through."""
+    """Job -> started Trajectory, or `FailedJob`; anything else (failure rows) passes through.
+
+    Reading, decoding and downscaling run on a small thread pool (Pillow releases the GIL
+    while it decodes and resizes), so the first turn's requests go out as fast as images can
+    be read rather than one image at a time.
+    """
 
     def __init__(
         self,
@@ -85,6 +101,7 @@ class PrepareImages(beam.DoFn):
         model: str,
         sampling: dict[str, Any],
         max_turns: int,
+        workers: int = 4,
     ) -> None:
         self._store = store
         self._protocol = protocol
@@ -92,28 +109,52 @@ class PrepareImages(beam.DoFn):
         self._model = model
         self._sampling = dict(sampling)
         self._max_turns = max_turns
+        self._workers = workers
 
     def setup(self) -> None:
+        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="prepare")
         self._started = Metrics.counter("annotate", "jobs_started")
         self._bad = Metrics.counter("annotate", "image_errors")
 
-    def process(self, job: Job | Any) -> Iterable[Any]:
+    def teardown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def start_bundle(self) -> None:
+        # Twice the pool: the pool never idles, and few decoded images are alive at once.
+        self._backlog: Backlog[Prepared] = Backlog(2 * self._workers)
+
+    def process(self, job: Job | Any) -> Iterator[Any]:
         if not isinstance(job, Job):
             yield job
             return
+        for future in self._backlog.submit(self._pool, self._prepare, job):
+            yield self._emit(future)
+        for future in self._backlog.ready():
+            yield self._emit(future)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        for future in self._backlog.drain():
+            yield windowed(self._emit(future))
+
+    def _prepare(self, job: Job) -> Prepared:
         try:
-            traj = start_trajectory(
-                job,
-                self._store,
-                self._protocol,
-                self._tools,
-                self._model,
-                self._sampling,
-                self._max_turns,
+            return Prepared(
+                start_trajectory(
+                    job,
+                    self._store,
+                    self._protocol,
+                    self._tools,
+                    self._model,
+                    self._sampling,
+                    self._max_turns,
+                )
             )
         except (ImageError, ImageReadError) as e:
-            self._bad.inc()
-            yield FailedJob(Failure.from_error(job.to_dict(), PREPARE_STAGE, e, id=job.id))
-            return
-        self._started.inc()
-        yield traj
+            return Prepared(
+                FailedJob(Failure.from_error(job.to_dict(), PREPARE_STAGE, e, id=job.id))
+            )
+
+    def _emit(self, future: Future[Prepared]) -> Trajectory | FailedJob:
+        outcome = future.result().outcome  # storage errors re-raise here: the bundle fails
+        (self._bad if isinstance(outcome, FailedJob) else self._started).inc()
+        return outcome
