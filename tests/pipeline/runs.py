@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import pyarrow.parquet as pq
+
 from beam_pipelines import annotate
 from beam_pipelines.annotate import AnnotateResult
 from beam_pipelines.summary import read_answers, read_failures
@@ -27,8 +29,6 @@ def all_answers(output: str | Path) -> list[dict[str, Any]]:
     """Every answer row under an output root, across runs, without deduplication."""
     rows: list[dict[str, Any]] = []
     for run in sorted(Path(output, "runs").iterdir()):
-        import pyarrow.parquet as pq
-
         for shard in sorted((run / "answers").glob("part-*.parquet")):
             rows += pq.read_table(shard).to_pylist()
     return rows
