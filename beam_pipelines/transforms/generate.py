@@ -25,7 +25,9 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils import shared
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_pipelines.agent import loop
@@ -50,7 +52,7 @@ def windowed(output: Any) -> WindowedValue:
 
     The annotate pipeline is batch and global-window only.
     """
-    return WindowedValue(output, -1, [beam.transforms.window.GlobalWindow()])
+    return WindowedValue(output, MIN_TIMESTAMP, [GlobalWindow()])
 
 
 def running(element: Any) -> bool:
