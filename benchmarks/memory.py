@@ -45,7 +45,9 @@ def write_jobs(base: Path, n: int, destination: Path) -> Path:
     return destination
 
 
-def measure(jobs: Path, out: Path, url: str, max_turns: int, concurrency: int) -> dict[str, Any]:
+def measure(
+    jobs: Path, out: Path, url: str, max_turns: int, concurrency: int, extra: Sequence[str]
+) -> dict[str, Any]:
     """Run annotate in its own process; its peak RSS and wall time."""
     command = [
         sys.executable,
@@ -58,6 +60,7 @@ def measure(jobs: Path, out: Path, url: str, max_turns: int, concurrency: int) -
         f"--max_turns={max_turns}",
         f"--max_in_flight={concurrency}",
         "--progress=off",
+        *extra,
     ]
     started = time.monotonic()
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
@@ -81,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--large", type=int, default=5000)
     parser.add_argument("--max-turns", type=int, default=6)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=None, help="default: annotate's")
     parser.add_argument("--triton-url", default=None, help="default: start the local server")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -96,7 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = {}
         for name, n in (("small", args.small), ("large", args.large)):
             jobs = write_jobs(base, n, work / f"{name}.jsonl")
-            runs[name] = measure(jobs, work / f"out-{name}", url, args.max_turns, args.concurrency)
+            extra = [f"--max_tokens={args.max_tokens}"] if args.max_tokens else []
+            runs[name] = measure(
+                jobs, work / f"out-{name}", url, args.max_turns, args.concurrency, extra
+            )
 
     ratio = runs["large"]["peak_rss_mib"] / runs["small"]["peak_rss_mib"]
     line = (
