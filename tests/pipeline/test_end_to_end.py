@@ -56,3 +56,26 @@ def test_a_rerun_skips_what_is_answered(tmp_path: Path, corpus: Path, triton) ->
     assert first.summary.finished == 4
     assert second.summary.skipped == first.summary.answered + first.summary.max_turns
     assert second.summary.finished == 6 - second.summary.skipped
+
+
+def test_parquet_input_and_a_folder_of_images(tmp_path: Path, corpus: Path, triton) -> None:
+    import pyarrow as pa
+
+    jobs = [json.loads(line) for line in corpus.read_text().splitlines()[:3]]
+    table = pa.Table.from_pylist(
+        [{k: j[k] for k in ("id", "image", "question", "options", "answer")} for j in jobs]
+    )
+    pq.write_table(table, tmp_path / "jobs.parquet")
+    from_parquet = annotate_run(tmp_path / "jobs.parquet", tmp_path / "out-pq", triton.grpc_url)
+    answers, failures = run_rows(from_parquet)
+    assert {r["id"] for r in answers} | {f["id"] for f in failures} == {j["id"] for j in jobs}
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for job in jobs[:2]:
+        (folder / Path(job["image"]).name).write_bytes(Path(job["image"]).read_bytes())
+    prompt = "How many markers are there?"
+    from_folder = annotate_run(folder, tmp_path / "out-img", triton.grpc_url, f"--prompt={prompt}")
+    answers, failures = run_rows(from_folder)
+    assert len(answers) + len(failures) == 2
+    assert all(r["id"].startswith("h-") and r["correct"] is None for r in answers)
