@@ -109,6 +109,7 @@ class LiveProgress:
             while not self._stop.wait(self._refresh_s):
                 live.update(self._table())
             live.update(self._table())
+        console.line()  # the summary that follows goes to stdout: start it on its own line
 
     def _table(self) -> Table:
         return render(board().snapshot(), time.monotonic() - self._started, self._title)

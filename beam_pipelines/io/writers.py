@@ -177,7 +177,6 @@ class WriteResults(beam.DoFn):
             answered=1,
             correct=1 if row["correct"] else 0,
             graded=0 if row["correct"] is None else 1,
-            tokens=row["prompt_tokens"] + row["completion_tokens"],
         )
 
     def _flush(self) -> None:

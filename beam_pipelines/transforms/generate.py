@@ -30,6 +30,7 @@ from apache_beam.utils import shared
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
+from beam_pipelines import progress
 from beam_pipelines.agent import loop
 from beam_pipelines.agent.records import Failure, Trajectory
 from beam_pipelines.io.writers import FailedJob
@@ -146,6 +147,7 @@ class Generate(beam.DoFn):
                 self._latency_ms.update(int(outcome.latency_s * 1000))
                 self._prompt_tokens.update(outcome.usage["prompt_tokens"])
                 self._model_tokens.inc(sum(outcome.usage.values()))
+                progress.board().add(tokens=sum(outcome.usage.values()))
             name, element = route(traj, outcome)
             self._routes[name].inc()
             yield element
