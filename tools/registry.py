@@ -35,10 +35,27 @@ def _zoom_tool(**settings: Any) -> Tool:
     return ZoomTool(**settings)
 
 
+def _search_tool(name: str) -> ToolFactory:
+    def build(**settings: Any) -> Tool:
+        from tools.search import search_tools
+
+        classes = {
+            "text_search": search_tools.TextSearchTool,
+            "image_search": search_tools.ImageSearchTool,
+            "web_visit": search_tools.WebVisitTool,
+        }
+        return classes[name](**settings)
+
+    return build
+
+
 #: Known tools. Factories import lazily so that listing tools costs nothing.
 TOOLS: dict[str, ToolFactory] = {
     "code": _code_tool,
     "image_zoom_in_tool": _zoom_tool,
+    "text_search": _search_tool("text_search"),
+    "image_search": _search_tool("image_search"),
+    "web_visit": _search_tool("web_visit"),
 }
 
 

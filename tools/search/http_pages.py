@@ -1,0 +1,248 @@
+"""``web_visit`` over HTTP, safely: the page text of a public web URL, bounded in every way.
+
+``HttpPages.fetch(url)``:
+
+1. checks and resolves the URL with ``NetworkPolicy`` (``tools.search.netguard``): only public
+   addresses, unless the host is explicitly allowed;
+2. connects to *the checked address* (the request goes to the IP, with the original ``Host``
+   header and TLS server name, so the certificate is still verified for the name): no second
+   DNS lookup can swap the address;
+3. follows at most ``max_redirects`` redirects by hand, each hop checked again from step 1;
+4. accepts only text-like media types (HTML, XHTML, XML, plain text, Markdown, CSV, JSON), and
+   refuses a body that is binary whatever its declared type;
+5. reads at most ``max_bytes`` (decoded; the page is cut there) within ``timeout_s`` for the
+   whole fetch, redirects included, however slowly the server trickles bytes;
+6. extracts the text (``tools.search.extract``).
+
+Connections are not kept alive, so a connection made for one host name is never reused for
+another. Proxies from the environment are ignored (they would defeat the address pinning).
+Connection errors, timeouts, 429 and 5xx are retried once by default (``RetryPolicy``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+
+from tools.search.extract import content_text
+from tools.search.http_api import USER_AGENT, RetryPolicy, retry_delay
+from tools.search.netguard import NetworkPolicy, Resolver, Target
+from tools.search.results import ProviderError, WebPage
+
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+TEXT_LIKE = (
+    *HTML_TYPES,
+    "text/plain",
+    "text/markdown",
+    "text/csv",
+    "text/xml",
+    "application/xml",
+    "application/json",
+)
+REDIRECTS = (301, 302, 303, 307, 308)
+SNIFF_BYTES = 4096
+
+
+class _Cut(Exception):
+    """Internal: the fetch ran out of time."""
+
+
+class HttpPages:
+    """``PageProvider`` that fetches public web pages (see the module docstring)."""
+
+    name = "http"
+
+    def __init__(
+        self,
+        *,
+        allow_hosts: Iterable[str] = (),
+        max_bytes: int = 2_000_000,
+        timeout_s: float = 20.0,
+        connect_timeout_s: float = 5.0,
+        max_redirects: int = 5,
+        retry: RetryPolicy | None = None,
+        resolver: Resolver | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if max_bytes < 1 or timeout_s <= 0 or max_redirects < 0:
+            raise ValueError("max_bytes >= 1, timeout_s > 0, max_redirects >= 0")
+        self.policy = NetworkPolicy(allow_hosts, resolver)
+        self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.max_redirects = max_redirects
+        self.retry = retry or RetryPolicy(max_attempts=2, initial_s=0.5, max_s=2.0)
+        self._transport = transport
+        self._client: httpx.Client | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_client": None, "_transport": None}
+
+    def client(self) -> httpx.Client:
+        if self._client is None:  # a benign race: at worst two clients, both usable
+            self._client = httpx.Client(
+                transport=self._transport,
+                trust_env=False,
+                follow_redirects=False,
+                limits=httpx.Limits(max_keepalive_connections=0),
+                headers={
+                    "User-Agent": USER_AGENT,
+                    "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.1",
+                    "Accept-Encoding": "gzip, deflate",
+                },
+            )
+        return self._client
+
+    def fetch(self, url: str) -> WebPage:
+        deadline = time.monotonic() + self.timeout_s
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._follow(url, deadline)
+            except _Retryable as error:
+                wait = retry_delay(self.retry, attempt, error.status)
+                if wait is None or time.monotonic() + wait >= deadline:
+                    raise ProviderError(str(error)) from error
+                time.sleep(wait)
+
+    def _follow(self, url: str, deadline: float) -> WebPage:
+        current = url
+        for _ in range(self.max_redirects + 1):
+            target = self.policy.resolve(current)
+            location, page = self._get(target, deadline)
+            if page is not None:
+                return page
+            current = urljoin(current, location)
+        raise ProviderError(f"{url} redirected more than {self.max_redirects} times.")
+
+    def _get(self, target: Target, deadline: float) -> tuple[str, WebPage | None]:
+        """One request: ``(redirect location, None)`` or ``("", page)``."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ProviderError(f"{target.url} took longer than {self.timeout_s:g} s.")
+        address = f"[{target.address}]" if ":" in target.address else target.address
+        pinned = f"{target.scheme}://{address}:{target.port}{target.path}"
+        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        timeout = httpx.Timeout(remaining, connect=min(self.connect_timeout_s, remaining))
+        request = self.client().build_request(
+            "GET",
+            pinned,
+            headers={"Host": target.host_header},
+            timeout=timeout,
+            extensions=extensions,
+        )
+        try:
+            response = self.client().send(request, stream=True)
+        except httpx.TimeoutException as error:
+            raise _Retryable(f"{target.url} did not answer in time.", None) from error
+        except httpx.HTTPError as error:
+            raise _Retryable(
+                f"{target.url} could not be reached ({type(error).__name__}).", None
+            ) from error
+        try:
+            return self._read(target, response, deadline)
+        finally:
+            response.close()
+
+    def _read(
+        self, target: Target, response: httpx.Response, deadline: float
+    ) -> tuple[str, WebPage | None]:
+        status = response.status_code
+        if status in REDIRECTS:
+            location = response.headers.get("location")
+            if not location:
+                raise ProviderError(f"{target.url} redirected without saying where to.")
+            return location, None
+        if status >= 400:
+            raise _Retryable(f"{target.url} answered HTTP {status}.", status)
+        if status != 200:
+            raise ProviderError(f"{target.url} answered HTTP {status} without a page.")
+        media_type, charset = _content_type(response.headers.get("content-type", ""))
+        if media_type and media_type not in TEXT_LIKE:
+            raise ProviderError(
+                f"{target.url} is not a text page (its content type is {media_type}); only "
+                "web pages and text can be read."
+            )
+        declared = response.headers.get("content-length", "")
+        body, cut = self._body(target, response, deadline)
+        if _looks_binary(body[:SNIFF_BYTES]):
+            raise ProviderError(f"{target.url} holds binary data, not a text page.")
+        text = _decode(body, charset)
+        if not media_type:
+            media_type = "text/html" if text.lstrip()[:1] == "<" else "text/plain"
+        title, content = content_text(text, media_type, target.url)
+        if cut:
+            size = f"{declared} bytes" if declared.isdigit() else "more"
+            content += f"\n[... page cut: only the first {self.max_bytes} bytes of {size} read]"
+        return "", WebPage(url=target.url, title=title, text=content, truncated=cut)
+
+    def _body(
+        self, target: Target, response: httpx.Response, deadline: float
+    ) -> tuple[bytes, bool]:
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_bytes():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size >= self.max_bytes:
+                    return b"".join(chunks)[: self.max_bytes], True
+                if time.monotonic() > deadline:
+                    raise _Cut
+        except _Cut:
+            raise ProviderError(
+                f"{target.url} was too slow: the page did not arrive within {self.timeout_s:g} s."
+            ) from None
+        except httpx.TimeoutException as error:
+            raise _Retryable(f"{target.url} stopped sending the page.", None) from error
+        except httpx.HTTPError as error:
+            raise _Retryable(
+                f"{target.url} broke off while sending the page ({type(error).__name__}).", None
+            ) from error
+        return b"".join(chunks), False
+
+
+class _Retryable(ProviderError):
+    """A failure worth another try (connection, timeout, 429/5xx), with its HTTP status."""
+
+    def __init__(self, message: str, status: int | None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _content_type(value: str) -> tuple[str, str | None]:
+    media_type, _, rest = value.partition(";")
+    charset = None
+    for parameter in rest.split(";"):
+        name, _, setting = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            charset = setting.strip().strip("\"'") or None
+    return media_type.strip().lower(), charset
+
+
+def _looks_binary(head: bytes) -> bool:
+    if not head:
+        return False
+    if b"\x00" in head:
+        return True
+    controls = sum(1 for b in head if b < 9 or 13 < b < 32)
+    return controls > len(head) // 20
+
+
+def _decode(body: bytes, charset: str | None) -> str:
+    if charset:
+        try:
+            return body.decode(charset, errors="replace")
+        except LookupError:
+            pass
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start >= len(body) - 3:  # a character cut in two at the size limit
+            return body[: error.start].decode("utf-8")
+        return body.decode("cp1252", errors="replace")
