@@ -17,8 +17,8 @@
 # grpcio, python-rapidjson, tritonclient) and, unpacked into its site-packages, the pytriton
 # tritonserver tarball in DIR (pytriton-*.tar.xz: pytriton/tritonserver + nvidia_pytriton.libs).
 # The stub's C++ side was built against NumPy 1 (with NumPy 2 it misreads every BYTES tensor),
-# so the venv's numpy<2 shadows the system's NumPy 2; SciPy builds that need NumPy 2 are then
-# hidden (transformers imports SciPy only when it is there, and serving never needs it).
+# so the venv's numpy<2 shadows the system's NumPy 2; SciPy and scikit-learn builds that need
+# NumPy 2 are then hidden (transformers imports them only when present; serving needs neither).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,7 +35,8 @@ bootstrap() {
   echo "$base_site" > "$site/base-python.pth"
   "$venv/bin/python" -m pip install -q --no-index --no-deps --no-compile "$wheels"/*.whl
   if compgen -G "$wheels/numpy-1.*.whl" >/dev/null; then
-    echo 'import sys; sys.modules.setdefault("scipy", None)' > "$site/numpy1-hide-scipy.pth"
+    echo 'import sys; [sys.modules.setdefault(m, None) for m in ("scipy", "sklearn")]' \
+      > "$site/numpy1-hide-scipy.pth"
   fi
   for tarball in "$wheels"/pytriton-*.tar.xz; do
     tar -xJf "$tarball" -C "$site" --strip-components=1
