@@ -21,7 +21,7 @@ def test_html_to_text_keeps_the_content_and_drops_code() -> None:
 
 
 def test_short_pages_fall_back_to_visible_text() -> None:
-    title, text = html_to_text("<html><body><p>Tiny.</p><li>One item</li></body></html>")
+    _, text = html_to_text("<html><body><p>Tiny.</p><li>One item</li></body></html>")
     assert "Tiny." in text and "One item" in text
 
 

@@ -45,7 +45,7 @@ def test_crops_rescaled_and_reencoded_are_found(corpus: Corpus) -> None:
     plates = [Image.open(corpus.root / p.file).convert("RGB") for p in corpus.plates]
     rng = random.Random(11)
     found = {"small": [0, 0], "large": [0, 0]}
-    for trial in range(40):
+    for _ in range(40):
         k = rng.randrange(len(plates))
         area = rng.uniform(0.2, 1.0)
         crop = random_crop(rng, plates[k], area)

@@ -94,7 +94,7 @@ def test_a_name_with_any_private_address_is_refused() -> None:
 
 
 def test_localhost_through_the_real_resolver_is_refused() -> None:
-    with pytest.raises(BlockedURLError, match="localhost resolves to .*loopback"):
+    with pytest.raises(BlockedURLError, match=r"localhost resolves to .*loopback"):
         NetworkPolicy().resolve("http://localhost:9/")
 
 
