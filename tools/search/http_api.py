@@ -5,7 +5,7 @@
   missing key is ``ToolUnavailableError`` (the job fails for a reason the model cannot fix).
   Every error message built from a request or a response goes through ``redact``.
 - **Rate limits** are token buckets (``RateLimiter.shared(name, ...)``): one bucket per provider
-  name per process, so every tool using the same API account in a worker shares it.
+  name (and rate) per process, so every tool using the same API in a worker shares it.
 - **Retries** follow one small rule, ``retry_delay``: connection errors, timeouts, 429 and 5xx
   are retried with exponential backoff (or the server's ``Retry-After``, capped), anything else
   fails at once; the last failure becomes a ``ProviderError`` the model reads.
@@ -105,11 +105,12 @@ class RateLimiter:
 
     @classmethod
     def shared(cls, name: str, rate_per_s: float, burst: int = 1) -> RateLimiter:
-        """The process's bucket for ``name`` (made on first use with these settings)."""
+        """The process's bucket for ``name`` at these settings (made on first use)."""
+        key = f"{name}|{rate_per_s}|{burst}"
         with cls._shared_lock:
-            limiter = cls._shared.get(name)
+            limiter = cls._shared.get(key)
             if limiter is None:
-                limiter = cls._shared[name] = cls(rate_per_s, burst)
+                limiter = cls._shared[key] = cls(rate_per_s, burst)
             return limiter
 
     def acquire(self, timeout_s: float | None = None) -> None:

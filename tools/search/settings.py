@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tools.base import ToolUnavailableError
 from tools.search import brave, serper
 from tools.search.cache import CachedImageSearch, CachedPages, CachedTextSearch, ResultCache
 from tools.search.corpus import Corpus, cache_dir, default_corpus, open_corpus
@@ -48,6 +49,7 @@ class ApiSettings:
     burst: int = 5
     timeout_s: float = 20.0
     max_attempts: int = 4
+    retry_initial_s: float = 0.5
     cache: str | None = "auto"
     cache_max_age_s: float | None = None
 
@@ -122,7 +124,12 @@ class WebVisitSettings:
 
 
 def corpus_of(folder: str | None) -> Corpus:
-    return default_corpus() if folder is None else open_corpus(folder)
+    if folder is None:
+        return default_corpus()
+    try:
+        return open_corpus(folder)
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        raise ToolUnavailableError(f"no usable search corpus in {folder}: {error}") from error
 
 
 def result_cache(cache: str | None, max_age_s: float | None) -> ResultCache | None:
@@ -140,7 +147,11 @@ def api_client(name: str, s: ApiSettings, default_url: str, key_env: str, header
         ApiKey(s.api_key_env or key_env),
         header,
         timeout_s=s.timeout_s,
-        retry=RetryPolicy(max_attempts=s.max_attempts),
+        retry=RetryPolicy(
+            max_attempts=s.max_attempts,
+            initial_s=s.retry_initial_s,
+            max_s=max(8.0, s.retry_initial_s),
+        ),
         rate_per_s=s.rate_per_s,
         burst=s.burst,
     )

@@ -75,9 +75,10 @@ def test_token_bucket_refuses_a_wait_beyond_the_timeout() -> None:
         limiter.acquire(timeout_s=1.0)
 
 
-def test_shared_limiters_are_one_per_name() -> None:
+def test_shared_limiters_are_one_per_name_and_rate() -> None:
     a = RateLimiter.shared("test-shared-a", 1.0)
-    assert RateLimiter.shared("test-shared-a", 99.0) is a
+    assert RateLimiter.shared("test-shared-a", 1.0) is a
+    assert RateLimiter.shared("test-shared-a", 99.0) is not a
     assert RateLimiter.shared("test-shared-b", 1.0) is not a
 
 
