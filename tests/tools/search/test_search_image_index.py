@@ -40,6 +40,7 @@ def test_whole_plates_are_found_first(corpus: Corpus) -> None:
         assert hits[0].source == plate.image_url
 
 
+@pytest.mark.slow
 def test_crops_rescaled_and_reencoded_are_found(corpus: Corpus) -> None:
     search = LocalImageSearch(corpus.image_index_path)
     plates = [Image.open(corpus.root / p.file).convert("RGB") for p in corpus.plates]
