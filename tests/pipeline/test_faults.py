@@ -30,13 +30,14 @@ def test_server_killed_mid_run_ends_in_failure_rows_and_a_rerun_completes(
     lines = len(corpus.read_text().splitlines())
     server = start_server(tmp_path / "first")
 
-    def kill_after_first_answer() -> None:
+    def kill_mid_run() -> None:
+        # About one turn's worth of requests in: jobs are in flight at every stage.
         deadline = time.monotonic() + 300
-        while progress.board().snapshot().answered < 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while progress.board().snapshot().requests < lines and time.monotonic() < deadline:
+            time.sleep(0.02)
         server.stop(timeout_s=0)  # SIGTERM then SIGKILL at once: the server just dies
 
-    killer = threading.Thread(target=kill_after_first_answer, daemon=True)
+    killer = threading.Thread(target=kill_mid_run, daemon=True)
     killer.start()
     started = time.monotonic()
     first = annotate_run(corpus, out, server.grpc_url, *RETRY)
