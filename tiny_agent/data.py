@@ -34,27 +34,33 @@ from tiny_agent import task
 VIEW_PIXELS = 128 * 128
 CROP_HALF = 80
 CROP_VIEW = 128
-COORD_STEP = 16
-JITTER = 40
+JITTER = 24
 TOOLS_OFF_FRACTION = 0.2
 CELL = 128 // 8
 
 
-def crop_code(x: int, y: int) -> str:
-    """The code the model writes for a zoom: a box around (x, y) in full-resolution pixels.
+def crop_code(fx: str, fy: str) -> str:
+    """The code the model writes for a zoom: a 160 px box around a point of the image.
 
-    The crop is 160 px; the client downsizes it to the model's 128×128 view, as it does every
-    image, so the glyph (about 38 px at full resolution) is about 30 px tall in the sub-image.
+    The point is given as fractions of the width and height (R1V4's crops are fractions too),
+    so the model names two digits per axis whatever the image's size; the box is in
+    full-resolution pixels. The client downsizes the crop to the model's 128×128 view, as it
+    does every image, so the glyph (about 38 px at full resolution) is about 30 px tall there.
     """
     return (
-        f"x, y = {x}, {y}\n"
+        f"x, y = {fx} * image.width, {fy} * image.height\n"
         f"save_image(image.crop((x - {CROP_HALF}, y - {CROP_HALF}, "
         f"x + {CROP_HALF}, y + {CROP_HALF})))"
     )
 
 
-def quantise(value: int) -> int:
-    return int(round(value / COORD_STEP) * COORD_STEP)
+def fraction(value: int) -> str:
+    """A full-resolution coordinate as the two-decimal fraction the model writes."""
+    return f"{value / task.IMAGE_SIDE:.2f}"
+
+
+def from_fraction(text: str) -> int:
+    return round(float(text) * task.IMAGE_SIDE)
 
 
 @dataclass(frozen=True)
@@ -73,32 +79,30 @@ def tool_call_text(name: str, arguments: dict) -> str:
 
 def _assistant(question: task.Question, tools_on: bool) -> list[str]:
     """The assistant turns of the reference trajectory for a question."""
-    letter = question.answer
     marker = question.target
-    if question.kind == "count":
-        count = question.options["ABCD".index(letter)]
-        return [
-            f"<think>I count {count} markers, which is option {letter}.</think>"
-            f"<answer>{letter}</answer>"
-        ]
     assert marker is not None
+    # The answer is the option's text, which the answer row maps to its letter: a small model
+    # learns to name what it sees much sooner than to look a name up in the option list.
+    if question.kind == "colour":
+        return [
+            f"<think>The {marker.shape} is {marker.colour}.</think><answer>{marker.colour}</answer>"
+        ]
     name = f"{marker.colour} {marker.shape}"
     if question.kind == "shape":
         return [
-            f"<think>The {marker.colour} marker is a {marker.shape}, which is option {letter}."
-            f"</think><answer>{letter}</answer>"
+            f"<think>The {marker.colour} marker is a {marker.shape}.</think>"
+            f"<answer>{marker.shape}</answer>"
         ]
     if not tools_on:
         return [
-            f"<think>Without zooming, the {name} seems to hold {marker.char}, which is option "
-            f"{letter}.</think><answer>{letter}</answer>"
+            f"<think>Without zooming, the {name} seems to hold {marker.char}.</think>"
+            f"<answer>{marker.char}</answer>"
         ]
-    code = crop_code(quantise(marker.x), quantise(marker.y))
+    code = crop_code(fraction(marker.x), fraction(marker.y))
     return [
         f"<think>The characters are too small to read here. I will zoom in on the {name}."
         f"</think>" + tool_call_text("code", {"code": code}),
-        f"<think>The zoomed {name} holds {marker.char}, which is option {letter}.</think>"
-        f"<answer>{letter}</answer>",
+        f"<think>The zoomed {name} holds {marker.char}.</think><answer>{marker.char}</answer>",
     ]
 
 
@@ -176,18 +180,25 @@ def build_image(seed: int) -> dict:
         )
         crop_index = -1
         if tools_on:
-            cx = quantise(marker.x) + rng.randint(-JITTER, JITTER)
-            cy = quantise(marker.y) + rng.randint(-JITTER, JITTER)
+            cx = from_fraction(fraction(marker.x)) + rng.randint(-JITTER, JITTER)
+            cy = from_fraction(fraction(marker.y)) + rng.randint(-JITTER, JITTER)
             box = (cx - CROP_HALF, cy - CROP_HALF, cx + CROP_HALF, cy + CROP_HALF)
             crop = model_view(full.crop(box), VIEW_PIXELS)
             crops.append(np.asarray(crop, dtype=np.uint8))
             gx = (marker.x - box[0]) * CROP_VIEW / (2 * CROP_HALF)
             gy = (marker.y - box[1]) * CROP_VIEW / (2 * CROP_HALF)
             cell = int(np.clip(gy // CELL, 0, 7)) * 8 + int(np.clip(gx // CELL, 0, 7))
-            crop_chars.append((cell, 1 + task.CHARACTERS.index(marker.char)))
+            crop_chars.append(
+                (
+                    cell,
+                    1 + task.CHARACTERS.index(marker.char),
+                    1 + sorted(task.COLOURS).index(marker.colour),
+                    1 + task.SHAPES.index(marker.shape),
+                )
+            )
             crop_index = len(crops) - 1
         examples.append((question, tools_on, crop_index))
-    for kind in ("shape", "count"):
+    for kind in ("shape", "colour"):
         question = task.make_question(rng, scene, kind)
         examples.append((question, rng.random() >= TOOLS_OFF_FRACTION, -1))
     return {
@@ -204,7 +215,7 @@ class Dataset:
     views: np.ndarray  # (N, 128, 128, 3) uint8
     global_targets: np.ndarray  # (N, 64, 4)
     crops: np.ndarray  # (M, 128, 128, 3) uint8
-    crop_chars: np.ndarray  # (M, 2): cell, character id
+    crop_chars: np.ndarray  # (M, 4): glyph cell, character, colour and shape ids
     examples: list[Example]
 
 
@@ -227,6 +238,6 @@ def build_dataset(n_images: int, seed: int, workers: int = 2) -> Dataset:
         views=np.stack(views),
         global_targets=np.stack(targets),
         crops=np.stack(crops) if crops else np.zeros((0, 128, 128, 3), np.uint8),
-        crop_chars=np.asarray(chars, dtype=np.int64).reshape(-1, 2),
+        crop_chars=np.asarray(chars, dtype=np.int64).reshape(-1, 4),
         examples=examples,
     )

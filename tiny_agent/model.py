@@ -13,9 +13,13 @@ the token sequence the way Qwen-VL's do (one placeholder expands to a grid of vi
   grid of tokens, projected to the decoder width with a learned position per cell.
 - Decoder: pre-norm transformer, learned positions, causal attention with a KV cache for
   generation; feed-forward layers are top-2-of-4 routed experts except the first (dense).
-- Auxiliary heads on the visual grid (used only in training): per cell, the colour and shape
-  of a marker centred there and its offset; for crops, the character centred in each cell.
-  They keep the tower learning while the decoder learns to route to it.
+- Tags: heads on the visual grid name, per cell, the colour and shape of a marker centred
+  there, its offset, and the character it holds (none where it is too small to read). Each
+  visual token gets the embeddings of the words its heads name, weighted by their
+  probabilities (OSCAR/VinVL feed detector tags to the language model the same way), so that
+  finding "the red circle" in the image is the same copy as finding a word in the text:
+  the routing TINY_MODEL.md saw a decoder never learn from raw visual tokens. The heads are
+  supervised in training, which also keeps the tower learning from step one.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ class TinyVLMConfig:
     aux_colours: int = 7
     aux_shapes: int = 4
     aux_chars: int = 11
-    extra: dict = field(default_factory=dict)
+    tag_words: dict = field(default_factory=dict)  # "colour"/"shape"/"char" -> token ids
 
     @property
     def image_tokens(self) -> int:
@@ -223,9 +227,26 @@ class TinyVLM(nn.Module):
             nn.init.normal_(module.weight, std=0.02)
 
     def encode_images(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (visual tokens in decoder width, raw grid features for the aux heads)."""
+        """Return (visual tokens in decoder width, raw grid features for the tag heads)."""
         features = self.vision(pixels)
-        return self.projector(features) + self.cell_position, features
+        tokens = self.projector(features) + self.cell_position
+        if self.config.tag_words:
+            tokens = tokens + self.tag_embeddings(features)
+        return tokens, features
+
+    def tag_embeddings(self, features: torch.Tensor) -> torch.Tensor:
+        """Probability-weighted embeddings of the words the tag heads name for each cell."""
+        config = self.config
+        grid = self.aux_global(features)
+        colours = grid[..., : config.aux_colours]
+        shapes = grid[..., config.aux_colours : config.aux_colours + config.aux_shapes]
+        chars = self.aux_crop(features)
+        total = torch.zeros_like(features[..., :1]).expand(*features.shape[:2], config.d_model)
+        for logits, key in ((colours, "colour"), (shapes, "shape"), (chars, "char")):
+            words = self.embed.weight[torch.tensor(config.tag_words[key], device=features.device)]
+            # Index 0 of every head is "nothing there", which names no word.
+            total = total + logits.softmax(-1)[..., 1:] @ words
+        return total
 
     def embed_inputs(self, ids: torch.Tensor, visual: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings with each run of image placeholders replaced by one image's grid."""

@@ -40,7 +40,11 @@ class Generation:
 def save_checkpoint(model: TinyVLM, processor: ChatProcessor, directory: Path) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    # Half precision halves the committed file; the runtime computes in float32 after loading.
+    state = {
+        k: (v.half() if v.is_floating_point() else v).contiguous()
+        for k, v in model.state_dict().items()
+    }
     save_file(state, str(directory / "model.safetensors"))
     (directory / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
     processor.tokenizer.save(str(directory / "tokenizer.json"))

@@ -7,7 +7,7 @@ five pixels tall (not readable); a crop of the full-resolution image reads it ea
 of questions are mixed:
 
 - zoom questions, "What character is inside the red circle?", need a crop;
-- global questions ("What shape is the red marker?", "How many markers are there?") are
+- global questions ("What shape is the red marker?", "What colour is the square?") are
   answerable from the global view, so the model learns when a tool is not needed.
 
 Everything is deterministic from a seed. `write_corpus` writes job JSONL (DESIGN.md section 3)
@@ -42,7 +42,9 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 LIGHT_COLOURS = {"yellow", "orange"}
 SHAPES = ("circle", "square", "diamond")
 SHAPE_DISTRACTOR = "triangle"
-CHARACTERS = "AEFHKMNRXZ"
+# No option letter (A–D) among them: the model answers with the option's text, which must
+# never read as a letter.
+CHARACTERS = "EFHKMNRTXZ"
 LETTERS = "ABCD"
 
 
@@ -70,7 +72,7 @@ class Scene:
 class Question:
     """A question about a scene, with four options and the correct letter."""
 
-    kind: str  # "zoom", "shape" or "count"
+    kind: str  # "zoom", "shape" or "colour"
     text: str
     options: tuple[str, ...]
     answer: str
@@ -169,13 +171,20 @@ def _options(rng: random.Random, correct: str, pool: list[str]) -> tuple[tuple[s
 
 
 def make_question(rng: random.Random, scene: Scene, kind: str) -> Question:
-    """A question of the given kind about a random marker of the scene."""
-    if kind == "count":
-        count = len(scene.markers)
-        options, letter = _options(rng, str(count), [str(n) for n in range(2, 8)])
-        return Question(kind, "How many markers are there?", options, letter, None)
+    """A question of the given kind about a random marker of the scene.
+
+    A colour question names a shape, so it is asked only about a marker whose shape is unique
+    in the scene; a scene without one gets a shape question instead.
+    """
+    shapes = [m.shape for m in scene.markers]
+    unique = [m for m in scene.markers if shapes.count(m.shape) == 1]
+    if kind == "colour" and unique:
+        marker = rng.choice(unique)
+        options, letter = _options(rng, marker.colour, sorted(COLOURS))
+        return Question(kind, f"What colour is the {marker.shape}?", options, letter, marker)
     marker = rng.choice(scene.markers)
-    if kind == "shape":
+    if kind in ("shape", "colour"):
+        kind = "shape"
         text = f"What shape is the {marker.colour} marker?"
         options, letter = _options(rng, marker.shape, [*SHAPES, SHAPE_DISTRACTOR])
     else:
@@ -187,7 +196,7 @@ def make_question(rng: random.Random, scene: Scene, kind: str) -> Question:
 def question_kind(rng: random.Random, zoom_fraction: float) -> str:
     if rng.random() < zoom_fraction:
         return "zoom"
-    return rng.choice(("shape", "count"))
+    return rng.choice(("shape", "colour"))
 
 
 def write_corpus(

@@ -31,9 +31,18 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from beam_pipelines.agent.images import model_view
+from beam_pipelines.agent.records import parse_choice
 from tiny_agent import task
 from tiny_agent.chat import SPECIAL_TOKENS, ChatProcessor, train_tokenizer
-from tiny_agent.data import CROP_HALF, VIEW_PIXELS, Dataset, build_dataset, conversation
+from tiny_agent.data import (
+    CROP_HALF,
+    VIEW_PIXELS,
+    Dataset,
+    build_dataset,
+    conversation,
+    from_fraction,
+)
 from tiny_agent.model import TinyVLM, TinyVLMConfig, attention_mask, cosine_lr, parameter_count
 from tiny_agent.runtime import SamplingSettings, TinyRuntime, save_checkpoint
 
@@ -121,15 +130,41 @@ def make_batch(
         "views": pixels(dataset.views[views]),
         "view_targets": torch.from_numpy(dataset.global_targets[views]),
         "crops": pixels(dataset.crops[crops]) if crops else torch.zeros(0, 3, 128, 128),
-        "crop_chars": torch.from_numpy(dataset.crop_chars[crops]).reshape(-1, 2),
+        "crop_chars": torch.from_numpy(dataset.crop_chars[crops]).reshape(-1, 4),
         "order": torch.tensor([0 if kind == "view" else 1 for kind, _ in order]),
     }
+
+
+def tag_words(processor: ChatProcessor) -> dict[str, list[int]]:
+    """Token ids of the words the tag heads name: colours, shapes, characters (in head order)."""
+
+    def ids(words: list[str]) -> list[int]:
+        encoded = [processor.encode_text(f" {word}") for word in words]
+        assert all(len(e) == 1 for e in encoded), "tag words must be single tokens"
+        return [e[0] for e in encoded]
+
+    return {
+        "colour": ids(sorted(task.COLOURS)),
+        "shape": ids(list(task.SHAPES)),
+        "char": ids(list(task.CHARACTERS)),
+    }
+
+
+def tag_loss(model: TinyVLM, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Tag-head loss; targets (N, 64, 3) hold colour, shape and character ids (0 = none)."""
+    config = model.config
+    grid = model.aux_global(features)
+    colours = grid[..., : config.aux_colours]
+    shapes = grid[..., config.aux_colours : config.aux_colours + config.aux_shapes]
+    loss = F.cross_entropy(colours.flatten(0, 1), targets[..., 0].flatten())
+    loss = loss + F.cross_entropy(shapes.flatten(0, 1), targets[..., 1].flatten())
+    chars = model.aux_crop(features)
+    return loss + F.cross_entropy(chars.flatten(0, 1), targets[..., 2].flatten())
 
 
 def losses(model: TinyVLM, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     device = next(model.parameters()).device
     batch = {key: value.to(device) for key, value in batch.items()}
-    config = model.config
     view_tokens, view_features = model.encode_images(batch["views"])
     if batch["crops"].shape[0]:
         crop_tokens, crop_features = model.encode_images(batch["crops"])
@@ -163,28 +198,25 @@ def losses(model: TinyVLM, batch: dict[str, torch.Tensor]) -> dict[str, torch.Te
     shift_targets = batch["targets"][:, 1:]
     language = F.cross_entropy(logits[:, :-1][shift_targets], batch["ids"][:, 1:][shift_targets])
 
-    global_out = model.aux_global(view_features)
+    # Views: colour, shape and offset of markers; no character is readable at that scale.
     vt = batch["view_targets"]
-    colour = F.cross_entropy(
-        global_out[..., : config.aux_colours].flatten(0, 1), vt[..., 0].long().flatten()
-    )
-    shapes = global_out[..., config.aux_colours : config.aux_colours + config.aux_shapes]
-    shape = F.cross_entropy(shapes.flatten(0, 1), vt[..., 1].long().flatten())
+    view_tags = torch.zeros(*vt.shape[:2], 3, dtype=torch.long, device=device)
+    view_tags[..., :2] = vt[..., :2].long()
+    aux = tag_loss(model, view_features, view_tags)
     present = vt[..., 0] > 0
-    offset = F.mse_loss(global_out[..., -2:][present].sigmoid(), vt[..., 2:][present])
-    aux = colour + shape + 4 * offset
+    offsets = model.aux_global(view_features)[..., -2:][present].sigmoid()
+    aux = aux + 4 * F.mse_loss(offsets, vt[..., 2:][present])
+    # Crops: the zoomed marker's character, colour and shape at the glyph's cell.
     if crop_features is not None:
-        char_targets = torch.zeros(crop_features.shape[:2], dtype=torch.long, device=device)
-        chars = batch["crop_chars"]
-        char_targets[torch.arange(len(chars), device=device), chars[:, 0]] = chars[:, 1]
-        aux = aux + F.cross_entropy(
-            model.aux_crop(crop_features).flatten(0, 1), char_targets.flatten()
-        )
+        crop_tags = torch.zeros(*crop_features.shape[:2], 3, dtype=torch.long, device=device)
+        glyphs = batch["crop_chars"]
+        crop_tags[torch.arange(len(glyphs), device=device), glyphs[:, 0]] = glyphs[:, [2, 3, 1]]
+        aux = aux + tag_loss(model, crop_features, crop_tags)
     return {"language": language, "aux": aux, "balance": balance}
 
 
-_COORDS = re.compile(r"x, y = (\d+), (\d+)")
-_ANSWER = re.compile(r"<answer>\s*([A-D])\s*</answer>")
+_COORDS = re.compile(r"x, y = (0\.\d\d) \* image\.width, (0\.\d\d) \* image\.height")
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 
 def evaluate(runtime: TinyRuntime, n: int, seed: int) -> dict[str, float]:
@@ -192,8 +224,6 @@ def evaluate(runtime: TinyRuntime, n: int, seed: int) -> dict[str, float]:
 
     A training-time diagnostic; the real evaluation goes through Triton and the sandboxed tool.
     """
-    from beam_pipelines.agent.images import model_view
-
     rng = random.Random(seed)
     stop = SamplingSettings(max_tokens=160, stop=("</tool_call>", "</answer>"))
     stats = {"zoom": [0, 0], "global": [0, 0], "tools_off_zoom": [0, 0], "tool_use_zoom": [0, 0]}
@@ -213,9 +243,8 @@ def evaluate(runtime: TinyRuntime, n: int, seed: int) -> dict[str, float]:
     second_batch, second_rows = [], []
     for row, ((messages, full, tools_on), out) in enumerate(zip(chats, first, strict=True)):
         match = _COORDS.search(out.text)
-        inside = match and max(len(match[1]), len(match[2])) <= 5
-        if tools_on and inside and "<tool_call>" in out.text:
-            x, y = int(match[1]), int(match[2])
+        if tools_on and match and "<tool_call>" in out.text:
+            x, y = from_fraction(match[1]), from_fraction(match[2])
             box = (x - CROP_HALF, y - CROP_HALF, x + CROP_HALF, y + CROP_HALF)
             crop = model_view(full.crop(box), VIEW_PIXELS)
             observation = conversation(truths[row], True)[3]
@@ -231,7 +260,8 @@ def evaluate(runtime: TinyRuntime, n: int, seed: int) -> dict[str, float]:
         question = truths[row]
         text = finals.get(row, out.text)
         answer = _ANSWER.search(text)
-        correct = bool(answer and answer[1] == question.answer)
+        choice = parse_choice(answer[1], question.options) if answer else None
+        correct = choice == question.answer
         key = ("zoom" if tools_on else "tools_off_zoom") if question.kind == "zoom" else "global"
         stats[key][0] += correct
         stats[key][1] += 1
@@ -251,6 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=100)
+    parser.add_argument("--eval-jobs", type=int, default=64, help="held-out jobs per evaluation")
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="processes rendering the data")
@@ -268,6 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         aux_chars=1 + len(task.CHARACTERS),
         aux_colours=1 + len(task.COLOURS),
         aux_shapes=1 + len(task.SHAPES),
+        tag_words=tag_words(processor),
     )
     assert processor.tokenizer.token_to_id(SPECIAL_TOKENS[0]) == config.image_token_id
     model = TinyVLM(config).to(args.device)
@@ -334,7 +366,7 @@ def main(argv: list[str] | None = None) -> None:
             if step % args.eval_every == 0 or step == args.steps:
                 # The runtime serves on CPU; evaluate a CPU copy so training state is untouched.
                 runtime = TinyRuntime(copy.deepcopy(model).cpu(), processor)
-                record["eval"] = evaluate(runtime, 96, seed=10_000 + args.seed)
+                record["eval"] = evaluate(runtime, args.eval_jobs, seed=10_000 + args.seed)
                 progress.console.log(f"step {step}: {record['eval']}")
                 model.train()
             if len(record) > 3:
@@ -350,6 +382,7 @@ def main(argv: list[str] | None = None) -> None:
                     },
                     checkpoint,
                 )
+                save_checkpoint(copy.deepcopy(model).cpu().eval(), processor, args.out)
     save_checkpoint(model.cpu().eval(), processor, args.out)
     console.log(f"saved weights to {args.out}")
 
