@@ -19,6 +19,14 @@ def test_the_tiny_models_crop_code() -> None:
     assert boxes(code) == [("image", (1120, 820, 1280, 980))]
 
 
+def test_crop_code_from_tiny_agent_in_fractions_of_the_image() -> None:
+    from tiny_agent.data import crop_code
+
+    [(source, box)] = boxes(crop_code("0.50", "0.25"))
+    assert source == "image"
+    assert box == pytest.approx((1024 - 80, 384 - 80, 1024 + 80, 384 + 80))
+
+
 @pytest.mark.parametrize(
     ("code", "expected"),
     [
