@@ -147,7 +147,7 @@ def run_bare(jobs: Sequence[Job], out: Path, settings: Settings) -> Measured:
                 async with slots:
                     started = time.monotonic()
                     result = await client.infer(
-                        MODEL, _inputs(messages, traj.sampling, aioclient), client_timeout=120
+                        MODEL, _inputs(messages, traj.sampling, aioclient), client_timeout=600
                     )
                 traj, calls = _apply(traj, result, started)
                 if calls:
