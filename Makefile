@@ -38,7 +38,7 @@ bench: setup
 	$(BIN)/python benchmarks/memory.py
 
 train-tiny: setup
-	$(BIN)/python -m tiny_agent.train --out triton_repo/agent_vlm/tiny
+	$(BIN)/python -m tiny_agent.train --out triton_repo/agent_vlm/tiny --work build/tiny_train
 
 clean:
 	rm -rf demo_output .pytest_cache

@@ -275,14 +275,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="train the tiny MoE agent")
     parser.add_argument("--out", type=Path, default=Path("triton_repo/agent_vlm/tiny"))
     parser.add_argument("--work", type=Path, default=Path("build/tiny_train"))
-    parser.add_argument("--images", type=int, default=6000)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--images", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=100)
     parser.add_argument("--eval-jobs", type=int, default=64, help="held-out jobs per evaluation")
-    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--eval-every", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="processes rendering the data")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is lent")
@@ -303,13 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     assert processor.tokenizer.token_to_id(SPECIAL_TOKENS[0]) == config.image_token_id
     model = TinyVLM(config).to(args.device)
-    vision = [p for n, p in model.named_parameters() if n.startswith(("vision.", "aux_"))]
-    rest = [p for n, p in model.named_parameters() if not n.startswith(("vision.", "aux_"))]
-    optimizer = torch.optim.AdamW(
-        [{"params": vision, "scale": 1.0}, {"params": rest, "scale": 1.0}],
-        lr=args.lr,
-        weight_decay=0.01,
-    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     checkpoint = args.work / "checkpoint.pt"
     log_path = args.out / "training_log.jsonl"
     step = 0
@@ -317,7 +311,10 @@ def main(argv: list[str] | None = None) -> None:
     if checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False, map_location=args.device)
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except ValueError:  # a checkpoint from an older optimizer layout: restart its moments
+            console.log("optimizer state does not match; continuing with a fresh optimizer")
         step = state["step"]
         rng.setstate(state["random"])
         console.log(f"resumed at step {step}")
@@ -346,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
             model.train()
             lr = cosine_lr(step, args.steps, warmup=150, peak=args.lr)
             for group in optimizer.param_groups:
-                group["lr"] = lr * group["scale"]
+                group["lr"] = lr
             mode = by_mode[rng.random() < tools_on_share]
             indices = [rng.choice(mode) for _ in range(args.batch)]
             parts = losses(model, make_batch(indices, dataset, encoded, processor))
