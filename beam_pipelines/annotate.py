@@ -239,3 +239,8 @@ def main(argv: Sequence[str]) -> int:
     print_summary(result.summary)
     print_report_path(result.layout)
     return 0 if "DONE" in result.state.upper() else 1
+
+
+def console_main() -> None:
+    """The `annotate` console script: the same as `python -m beam_pipelines annotate`."""
+    sys.exit(main(sys.argv[1:]))
