@@ -14,11 +14,11 @@ Validation covers the JSON-schema subset tool headers use: ``type`` (a name or a
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from tools.base import Tool, ToolArgumentsError, ToolContext, ToolError, ToolResult
+from tools.schema import check_arguments, example_arguments
 
 ToolFactory = Callable[..., Tool]
 
@@ -106,130 +106,10 @@ def run_tool(
 
 def validate_arguments(tool: Tool, arguments: Any) -> str | None:
     """A message for the model when ``arguments`` do not fit ``tool.parameters``, else None."""
-    problem = check_value(arguments, tool.parameters, "arguments")
+    problem = check_arguments(arguments, tool.parameters)
     if problem is None:
         return None
     return (
         f"Invalid arguments for {tool.name!r}: {problem}. "
         f"Expected arguments like {json.dumps(example_arguments(tool.parameters))}."
     )
-
-
-_TYPE_NAMES = {
-    "object": "an object",
-    "array": "an array",
-    "string": "a string",
-    "number": "a number",
-    "integer": "an integer",
-    "boolean": "true or false",
-    "null": "null",
-}
-
-
-def _is_type(value: Any, name: str) -> bool:
-    # JSON semantics: a bool is not a number, and 3.0 is an integer.
-    if name == "object":
-        return isinstance(value, dict)
-    if name == "array":
-        return isinstance(value, list | tuple)
-    if name == "string":
-        return isinstance(value, str)
-    if name == "boolean":
-        return isinstance(value, bool)
-    if name == "null":
-        return value is None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    if name == "number":
-        return math.isfinite(value)
-    if name == "integer":
-        return isinstance(value, int) or (math.isfinite(value) and float(value).is_integer())
-    return True  # an unknown type name constrains nothing
-
-
-def _json_kind(value: Any) -> str:
-    for name in ("boolean", "null", "object", "array", "string", "integer", "number"):
-        if _is_type(value, name):
-            return _TYPE_NAMES[name]
-    if isinstance(value, float):
-        return "a non-finite number"
-    return type(value).__name__
-
-
-def check_value(value: Any, schema: Mapping[str, Any], path: str) -> str | None:
-    """The first way ``value`` breaks ``schema`` (as a phrase naming ``path``), or None."""
-    expected = schema.get("type")
-    if expected is not None:
-        names = [expected] if isinstance(expected, str) else list(expected)
-        if not any(_is_type(value, n) for n in names):
-            want = " or ".join(_TYPE_NAMES.get(n, n) for n in names)
-            return f"{path} must be {want}, not {_json_kind(value)}"
-    if "enum" in schema and value not in schema["enum"]:
-        return f"{path} must be one of {', '.join(json.dumps(c) for c in schema['enum'])}"
-    if isinstance(value, dict):
-        return _check_object(value, schema, path)
-    if isinstance(value, list | tuple):
-        return _check_array(value, schema, path)
-    if isinstance(value, str):
-        if "minLength" in schema and len(value) < schema["minLength"]:
-            return f"{path} must have at least {schema['minLength']} character(s)"
-        if "maxLength" in schema and len(value) > schema["maxLength"]:
-            return f"{path} must have at most {schema['maxLength']} characters"
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        if "minimum" in schema and value < schema["minimum"]:
-            return f"{path} must be at least {schema['minimum']}"
-        if "maximum" in schema and value > schema["maximum"]:
-            return f"{path} must be at most {schema['maximum']}"
-    return None
-
-
-def _check_object(value: dict, schema: Mapping[str, Any], path: str) -> str | None:
-    properties: Mapping[str, Any] = schema.get("properties", {})
-    for key in schema.get("required", ()):
-        if key not in value:
-            return f"{path} is missing the required field {key!r}"
-    if schema.get("additionalProperties") is False:
-        extra = [k for k in value if k not in properties]
-        if extra:
-            allowed = ", ".join(repr(k) for k in properties) or "none"
-            return f"{path} has an unknown field {extra[0]!r} (allowed: {allowed})"
-    for key, sub in properties.items():
-        if key in value:
-            problem = check_value(value[key], sub, f"{path}.{key}")
-            if problem:
-                return problem
-    return None
-
-
-def _check_array(value: list | tuple, schema: Mapping[str, Any], path: str) -> str | None:
-    if "minItems" in schema and len(value) < schema["minItems"]:
-        return f"{path} must have at least {schema['minItems']} item(s), not {len(value)}"
-    if "maxItems" in schema and len(value) > schema["maxItems"]:
-        return f"{path} must have at most {schema['maxItems']} item(s), not {len(value)}"
-    items = schema.get("items")
-    if isinstance(items, Mapping):
-        for i, item in enumerate(value):
-            problem = check_value(item, items, f"{path}[{i}]")
-            if problem:
-                return problem
-    return None
-
-
-def example_arguments(schema: Mapping[str, Any]) -> dict[str, Any]:
-    """Placeholder arguments showing the shape a schema wants (required fields only)."""
-    properties: Mapping[str, Any] = schema.get("properties", {})
-    required = schema.get("required", list(properties))
-    return {key: _example(properties.get(key, {})) for key in required}
-
-
-def _example(schema: Mapping[str, Any]) -> Any:
-    kind = schema.get("type")
-    kind = kind[0] if isinstance(kind, list) and kind else kind
-    if schema.get("enum"):
-        return schema["enum"][0]
-    if kind == "array":
-        count = max(int(schema.get("minItems", 1)), 1)
-        return [_example(schema.get("items", {}))] * count
-    if kind == "object":
-        return example_arguments(schema)
-    return {"string": "...", "integer": 0, "number": 0, "boolean": False}.get(kind, "...")

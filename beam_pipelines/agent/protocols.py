@@ -27,8 +27,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from tools.schema import check_arguments, example_arguments
+
 from .records import LETTERS, Job, Observation, ToolCall, ToolSpec
-from .schema import check_arguments, example_arguments
 
 #: Generation stops at the end of an action (sent to the server as stop strings).
 STOP = ("</tool_call>", "</answer>")

@@ -21,12 +21,11 @@ from tools.code import CodeTool
 from tools.registry import (
     TOOLS,
     build_tools,
-    check_value,
-    example_arguments,
     register_tool,
     run_tool,
     validate_arguments,
 )
+from tools.schema import check_arguments, example_arguments
 from tools.zoom import ZoomTool
 
 
@@ -103,11 +102,11 @@ def test_validate_arguments(arguments, fragment):
         assert 'Expected arguments like {"text": "..."}' in message
 
 
-def test_check_value_accepts_type_lists_and_null():
+def test_check_arguments_accepts_type_lists_and_null():
     schema = {"type": ["string", "null"]}
-    assert check_value(None, schema, "x") is None
-    assert check_value("a", schema, "x") is None
-    assert check_value(1, schema, "x") == "x must be a string or null, not an integer"
+    assert check_arguments(None, schema, "x") is None
+    assert check_arguments("a", schema, "x") is None
+    assert check_arguments(1, schema, "x") == "x must be a string or null, not an integer"
 
 
 def test_example_arguments():
