@@ -60,6 +60,7 @@ def main() -> None:
                     f"--tools={tools}",
                     f"--max_in_flight={args.max_in_flight}",
                     "--max_turns=4",
+                    "--max_tokens=256",
                     "--progress=off",
                 ]
             )

@@ -146,7 +146,16 @@ def bwrap_prefix(bwrap: str, privileged: bool, scratch_bytes: int) -> tuple[str,
             argv += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             argv += ["--ro-bind", path, path]
-    made: set[str] = set()
+    # The scratch tmpfs goes on before the interpreter's folders: an environment that lives
+    # under /tmp (a CI checkout made with mktemp -d) is then bound on top of it, not hidden.
+    if "--perms" in features:
+        argv += ["--perms", "01777"]
+    if "--size" in features:
+        argv += ["--size", str(scratch_bytes)]
+    argv += ["--tmpfs", SCRATCH_INSIDE]
+    if "--perms" not in features and "--chmod" in features:
+        argv += ["--chmod", "01777", SCRATCH_INSIDE]
+    made = {SCRATCH_INSIDE}  # exists already; its mode must stay the scratch's 01777
     for path in python_dirs():
         parts = Path(path).parts
         for depth in range(2, len(parts)):
@@ -161,13 +170,6 @@ def bwrap_prefix(bwrap: str, privileged: bool, scratch_bytes: int) -> tuple[str,
         # /dev is a tmpfs the sandbox's user may own (user namespace): files there would use
         # memory outside every limit. Device nodes stay usable on a read-only mount.
         argv += ["--remount-ro", "/dev"]
-    if "--perms" in features:
-        argv += ["--perms", "01777"]
-    if "--size" in features:
-        argv += ["--size", str(scratch_bytes)]
-    argv += ["--tmpfs", SCRATCH_INSIDE]
-    if "--perms" not in features and "--chmod" in features:
-        argv += ["--chmod", "01777", SCRATCH_INSIDE]
     if "--remount-ro" in features:
         argv += ["--remount-ro", "/"]
     argv += ["--chdir", SCRATCH_INSIDE, "--clearenv"]

@@ -382,12 +382,16 @@ def _saved_files(scratch: str) -> list[str]:
     import stat
 
     found: list[tuple[int, str]] = []
-    names = (
-        os.path.join(folder, name)
-        for folder, _, files in os.walk(scratch, followlinks=False)
-        for name in sorted(files)
-    )
-    for seen, path in enumerate(names):
+    device = os.lstat(scratch).st_dev
+
+    def walk():
+        for folder, dirs, files in os.walk(scratch, followlinks=False):
+            # Only the scratch file system: an interpreter folder bound inside it (a virtual
+            # environment under /tmp) is not something the code saved.
+            dirs[:] = [d for d in dirs if os.lstat(os.path.join(folder, d)).st_dev == device]
+            yield from (os.path.join(folder, name) for name in sorted(files))
+
+    for seen, path in enumerate(walk()):
         if seen >= _SCAN_LIMIT:
             break
         if not path.lower().endswith(IMAGE_SUFFIXES):
