@@ -10,10 +10,8 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
-import socket
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import pyarrow.parquet as pq
@@ -26,39 +24,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BUCKET = "corpus-bucket"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def gcs() -> Iterator[object]:
-    """A storage client of an in-memory emulator listening on 127.0.0.1 only."""
-    from gcp_storage_emulator.server import create_server
-    from google.cloud import storage
-
-    port = free_port()
-    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
-    server.start()
-    previous = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
-    # No credentials exist offline. Beam would retry Application Default Credentials with
-    # backoff for about 30 s before connecting anonymously; start it anonymous right away.
-    from apache_beam.internal.gcp import auth
-
-    auth._Credentials._credentials_init = True
-    auth._Credentials._credentials = None
-    client = storage.Client.create_anonymous_client()
-    client.project = "test"
-    try:
-        yield client
-    finally:
-        server.stop()
-        if previous is None:
-            os.environ.pop("STORAGE_EMULATOR_HOST", None)
-        else:
-            os.environ["STORAGE_EMULATOR_HOST"] = previous
+def gcs(gcs_emulator: Any) -> Any:
+    """The shared emulator's client, with this module's bucket made."""
+    gcs_emulator.create_bucket(BUCKET)
+    return gcs_emulator
 
 
 def test_gs_input_and_output(gcs, corpus: Path, triton) -> None:

@@ -7,10 +7,7 @@ bucket would serve them.
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,38 +21,11 @@ pytestmark = pytest.mark.integration
 BUCKET = "report-bucket"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def gcs() -> Iterator[Any]:
-    """A storage client of an in-memory emulator listening on 127.0.0.1 only."""
-    from gcp_storage_emulator.server import create_server
-    from google.cloud import storage
-
-    port = free_port()
-    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
-    server.start()
-    previous = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
-    # No credentials exist offline: start Beam's GCS client anonymous instead of retrying ADC.
-    from apache_beam.internal.gcp import auth
-
-    auth._Credentials._credentials_init = True
-    auth._Credentials._credentials = None
-    client = storage.Client.create_anonymous_client()
-    client.project = "test"
-    try:
-        yield client
-    finally:
-        server.stop()
-        if previous is None:
-            os.environ.pop("STORAGE_EMULATOR_HOST", None)
-        else:
-            os.environ["STORAGE_EMULATOR_HOST"] = previous
+def gcs(gcs_emulator: Any) -> Any:
+    """The shared emulator's client, with this module's bucket made."""
+    gcs_emulator.create_bucket(BUCKET)
+    return gcs_emulator
 
 
 def test_a_gs_run_gets_a_gs_report(gcs: Any) -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,27 +16,10 @@ BUCKET = "search-cache"
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    from gcp_storage_emulator.server import create_server
-    from google.cloud import storage
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
-    server.start()
-    previous = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
-    anonymous = storage.Client.create_anonymous_client()
-    anonymous.project = "test"
-    try:
-        yield anonymous
-    finally:
-        server.stop()
-        if previous is None:
-            os.environ.pop("STORAGE_EMULATOR_HOST", None)
-        else:
-            os.environ["STORAGE_EMULATOR_HOST"] = previous
+def client(gcs_emulator: Any) -> Any:
+    """The shared emulator's client, with this module's bucket made."""
+    gcs_emulator.create_bucket(BUCKET)
+    return gcs_emulator
 
 
 class OneAnswer:
