@@ -9,7 +9,8 @@ free ports, loads one model explicitly, logs to a file, and waits until the mode
     with TritonServer() as server:
         client = tritonclient.grpc.InferenceServerClient(server.grpc_url)
 
-Startup failures raise `TritonStartupError` with the tail of the server log.
+Startup failures raise `TritonStartupError` with the tail of the server log. The server never
+outlives the process that started it, however that process ends (see `TritonServer`).
 `stage_model_repository` derives a one-model repository from a deployment config with some
 parameters changed (another checkpoint, CPU instead of GPU) without editing the project's files.
 """
@@ -40,6 +41,10 @@ DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "triton_repo"
 DEFAULT_MODEL_NAME = "agent_vlm"
 HOST = "127.0.0.1"
 LOG_TAIL_LINES = 40
+#: The watchdog that leads each server's process group (see `TritonServer`): it waits for
+#: end-of-file on the pipe whose write end only the launching process holds, then kills its
+#: own process group. The launcher never writes, so only the launcher's end closing wakes it.
+WATCHDOG = "import os, signal, sys; os.read(int(sys.argv[1]), 1); os.kill(0, signal.SIGKILL)"
 
 
 class TritonStartupError(RuntimeError):
@@ -111,6 +116,13 @@ class TritonInstallation:
 class TritonServer:
     """A `tritonserver` process serving one model on 127.0.0.1; a context manager.
 
+    The server runs in a process group led by a small watchdog process that holds the read
+    end of a pipe; this process holds the write end. However this process ends (SIGKILL
+    included), the kernel closes that end, and the watchdog kills the whole group: the server
+    and its backend stubs. `stop` is the orderly path and kills the watchdog with the group.
+    A child forked without exec holds the write end too, so the server then lives until that
+    child has also exited.
+
     Args:
         model_repository: the Triton model repository (default: this project's `triton_repo`).
         model_name: the model loaded explicitly at startup.
@@ -147,6 +159,8 @@ class TritonServer:
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.extra_args = tuple(extra_args)
         self._process: subprocess.Popen[bytes] | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._watchdog_fd: int | None = None
         self._ports: dict[str, int] = {}
 
     # -- addresses -------------------------------------------------------------------------
@@ -196,20 +210,25 @@ class TritonServer:
         return self
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """SIGTERM, then SIGKILL (the whole process group, stubs included) after `timeout_s`."""
+        """SIGTERM, then SIGKILL (the whole process group, stubs and watchdog included) after
+        `timeout_s`."""
         process, self._process = self._process, None
-        if process is None:
+        watchdog, self._watchdog = self._watchdog, None
+        if process is None or watchdog is None:
             return
         if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=timeout_s)
-        # The server is the leader of its own group: this also reaps orphaned backend stubs.
+        # The watchdog leads the server's group: this also reaps orphaned backend stubs.
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+            os.killpg(watchdog.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=10)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            watchdog.wait(timeout=10)
+        self._close_watchdog_fd()
 
     def __enter__(self) -> TritonServer:
         return self.start()
@@ -286,15 +305,40 @@ class TritonServer:
 
     def _launch(self, installation: TritonInstallation, backend_dir: Path) -> None:
         assert self.log_file is not None
-        with self.log_file.open("ab") as log:
-            self._process = subprocess.Popen(
-                self.command(installation, backend_dir),
+        # The watchdog first, so that no moment exists where the server runs unguarded.
+        read_fd, self._watchdog_fd = os.pipe()
+        try:
+            self._watchdog = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", WATCHDOG, str(read_fd)],
                 stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self._environment(installation),
-                start_new_session=True,
+                pass_fds=(read_fd,),
+                process_group=0,  # its own group, out of reach of signals to ours
             )
+        except OSError:
+            self._close_watchdog_fd()
+            raise
+        finally:
+            os.close(read_fd)
+        try:
+            with self.log_file.open("ab") as log:
+                self._process = subprocess.Popen(
+                    self.command(installation, backend_dir),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self._environment(installation),
+                    process_group=self._watchdog.pid,
+                )
+        except OSError:
+            self._close_watchdog_fd()  # end-of-file: the watchdog ends its group, itself alone
+            self._watchdog.wait()
+            self._watchdog = None
+            raise
+
+    def _close_watchdog_fd(self) -> None:
+        fd, self._watchdog_fd = self._watchdog_fd, None
+        if fd is not None:
+            os.close(fd)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
