@@ -18,7 +18,7 @@ import logging
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +44,7 @@ from beam_pipelines.options import (
     AnnotateOptions,
     config_from_options,
     is_local_runner,
+    tool_settings_from_options,
     with_default_runner,
 )
 from beam_pipelines.report import print_report_path
@@ -66,11 +67,16 @@ class AnnotateResult:
     state: str
 
 
-def tool_specs(names: Sequence[str]) -> tuple[ToolSpec, ...]:
-    """The headers (name, description, parameters) of the enabled tools, for the prompt."""
+def tool_specs(
+    names: Sequence[str], settings: Mapping[str, Mapping[str, Any]] | None = None
+) -> tuple[ToolSpec, ...]:
+    """The headers (name, description, parameters) of the enabled tools, for the prompt.
+
+    Settings shape headers too (`text_search.max_queries` is its schema's `maxItems`).
+    """
     from tools.registry import build_tools
 
-    return tuple(ToolSpec.of(tool) for tool in build_tools(names).values())
+    return tuple(ToolSpec.of(tool) for tool in build_tools(names, **(settings or {})).values())
 
 
 def build(pipeline: beam.Pipeline, config: AnnotateConfig, tools: Sequence[ToolSpec]) -> None:
@@ -103,6 +109,7 @@ def build(pipeline: beam.Pipeline, config: AnnotateConfig, tools: Sequence[ToolS
             config.max_turns,
             config.tool_workers,
             config.tool_timeout_s,
+            config.tool_settings,
         )
         | "WriteResults"
         >> beam.ParDo(
@@ -156,6 +163,8 @@ def run(
     opts = options.view_as(AnnotateOptions)
     if not opts.input or not opts.output:
         raise ValueError("--input and --output are required")
+    # Tool settings are read and checked before anything starts (a typo costs no server).
+    tool_settings = tool_settings_from_options(options)
     # The launcher itself reads and writes files (input listing, manifest) before the
     # pipeline object exists: give FileSystems the options (credentials, project) now.
     FileSystems.set_options(options)
@@ -173,7 +182,13 @@ def run(
             # A server only the workers can reach (e.g. inside a VPC): go by the options.
             log.warning("cannot read the model config from %s: %s", url, e)
             label, max_pixels = None, None
-        config = config_from_options(options, url, model_label=label, model_max_pixels=max_pixels)
+        config = config_from_options(
+            options,
+            url,
+            model_label=label,
+            model_max_pixels=max_pixels,
+            tool_settings=tool_settings,
+        )
         layout = OutputLayout(config.output, config.run_id)
         manifest: dict[str, Any] = {
             "run_id": config.run_id,
@@ -186,7 +201,7 @@ def run(
         write_manifest(layout, manifest)
 
         pipeline = test_pipeline or beam.Pipeline(options=options)
-        build(pipeline, config, tool_specs(config.tools))
+        build(pipeline, config, tool_specs(config.tools, config.tool_settings))
         show = opts.progress == "on" or (opts.progress == "auto" and local and sys.stderr.isatty())
         started = time.monotonic()
         with progress.LiveProgress(show, title=f"annotate {config.run_id}"):

@@ -8,16 +8,18 @@ nothing below `annotate.py` looks at `PipelineOptions`.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from beam_pipelines.io.files import normalize
+from beam_pipelines.io.files import normalize, read_bytes
+from tools.registry import build_tools
 
 #: The in-process portable runner: the DirectRunner's Prism path downloads a Go binary and
 #: cannot run offline, while FnApiRunner runs the same portable graph inside this process.
@@ -67,6 +69,23 @@ class AnnotateOptions(PipelineOptions):
             "--tools",
             default=None,
             help="comma-separated tool names (default: the protocol's own tool set)",
+        )
+        parser.add_argument(
+            "--tool_config",
+            "--tool-config",
+            default=None,
+            help="settings of the enabled tools: a JSON object {tool: {setting: value}}, or "
+            "the path (local or gs://) of a JSON file holding one; docs/tools.md lists the "
+            "settings (API keys are read from the environment, never from options)",
+        )
+        parser.add_argument(
+            "--tool_option",
+            "--tool-option",
+            action="append",
+            default=None,
+            metavar="TOOL.SETTING=VALUE",
+            help="one tool setting, e.g. text_search.provider=serper (repeatable; wins over "
+            "--tool_config); VALUE is read as JSON when it is JSON, else taken as text",
         )
         parser.add_argument("--limit", type=int, default=None, help="read only the first N jobs")
         parser.add_argument("--run_id", "--run-id", default=None, help="default: a timestamp")
@@ -158,6 +177,8 @@ class AnnotateConfig:
     endpoint: ModelEndpoint
     protocol: str = "r1v4"
     tools: tuple[str, ...] = ("code",)
+    #: Per-tool settings for `tools.registry.build_tools`: `{tool: {setting: value}}`.
+    tool_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_turns: int = 16
     limit: int | None = None
     prompt: str | None = None
@@ -188,6 +209,75 @@ DEFAULT_TOOLS = {"r1v4": ("code",), "zoom": ("image_zoom_in_tool",)}
 #: The embedded tiny model's view budget (128 x 128), used when the server does not say.
 DEFAULT_MAX_PIXELS = 128 * 128
 DEFAULT_SAMPLING = {"max_tokens": 1024, "temperature": 0.0}
+#: Setting names that would hold a secret (`api_key_env` names a variable, it holds none).
+_SECRET_SETTING = re.compile(r"(?:^|_)(?:api_?key|key|token|secret|password|credentials?)(?:$|_)")
+
+
+def tool_names(options: PipelineOptions) -> tuple[str, ...]:
+    """The enabled tools: `--tools`, else the protocol's own."""
+    o = options.view_as(AnnotateOptions)
+    return parse_tools(o.tools) if o.tools is not None else DEFAULT_TOOLS[o.protocol]
+
+
+def tool_settings_from_options(options: PipelineOptions) -> dict[str, dict[str, Any]]:
+    """`--tool_config` with the `--tool_option`s on top, checked against the enabled tools.
+
+    The check builds the tools, which only reads their settings (no corpus, index, network
+    or key is touched), so an unknown tool or setting, a bad value, or settings for a tool
+    that `--tools` does not enable fail here, before a server starts or a worker runs.
+    A malformed option is reported by its name, never its value (it might be a mistyped
+    secret).
+    """
+    o = options.view_as(AnnotateOptions)
+    settings = _tool_config(o.tool_config) if o.tool_config else {}
+    for item in o.tool_option or ():
+        tool, setting, value = _tool_option(item)
+        settings.setdefault(tool, {})[setting] = value
+    for tool, values in settings.items():
+        for setting in values:
+            if setting != "api_key_env" and _SECRET_SETTING.search(setting):
+                raise ValueError(
+                    f"tool setting {tool}.{setting}: API keys are read from the environment "
+                    "variable that api_key_env names, never from options"
+                )
+    try:
+        build_tools(tool_names(options), **settings)
+    except ValueError as e:
+        raise ValueError(f"--tool_config/--tool_option: {e}") from None
+    return settings
+
+
+def _tool_config(value: str) -> dict[str, dict[str, Any]]:
+    """The object `--tool_config` holds inline, or the one in the file it names."""
+    text = value
+    if value.lstrip()[:1] not in ("{", "["):  # JSON inline, else a file
+        try:
+            text = read_bytes(value).decode("utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"--tool_config: cannot read {value}: {e}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as e:  # the message says where, never what
+        raise ValueError(f"--tool_config is not valid JSON: {e}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ValueError('--tool_config must be a JSON object {"tool": {"setting": value}}')
+    return {tool: dict(values) for tool, values in data.items()}
+
+
+def _tool_option(item: str) -> tuple[str, str, Any]:
+    """`tool.setting=value` -> (tool, setting, value): the value parsed as JSON if it is."""
+    key, equals, raw = item.partition("=")
+    tool, dot, setting = key.strip().partition(".")
+    if not (equals and dot and tool and setting):
+        got = f"got {key.strip()!r}" if equals else "got no '='"  # never echo a value
+        raise ValueError(
+            f"--tool_option takes TOOL.SETTING=VALUE, e.g. text_search.provider=serper; {got}"
+        )
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return tool, setting, value
 
 
 def config_from_options(
@@ -196,11 +286,14 @@ def config_from_options(
     *,
     model_label: str | None = None,
     model_max_pixels: int | None = None,
+    tool_settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> AnnotateConfig:
     """Validate the options and build the config.
 
     `triton_url` overrides `--triton_url` (a server the command started); `model_label` and
     `model_max_pixels` are what the server's model config says (`--max_pixels` wins).
+    `tool_settings` are those `tool_settings_from_options` already read and checked (else
+    they are read here).
     """
     o = options.view_as(AnnotateOptions)
     if not o.input or not o.output:
@@ -241,7 +334,12 @@ def config_from_options(
             ),
         ),
         protocol=o.protocol,
-        tools=parse_tools(o.tools) if o.tools is not None else DEFAULT_TOOLS[o.protocol],
+        tools=tool_names(options),
+        tool_settings=(
+            {tool: dict(values) for tool, values in tool_settings.items()}
+            if tool_settings is not None
+            else tool_settings_from_options(options)
+        ),
         max_turns=o.max_turns,
         limit=o.limit,
         prompt=o.prompt,

@@ -80,7 +80,7 @@ def build_tools(names: Iterable[str], **config: Mapping[str, Any]) -> dict[str, 
         settings = dict(config.get(name) or {})
         try:
             tools[name] = TOOLS[name](**settings)
-        except TypeError as error:  # an unknown keyword: say which tool it was meant for
+        except (TypeError, ValueError) as error:  # unknown or bad settings: say for which tool
             raise ValueError(f"bad settings for tool {name!r}: {error}") from error
     return tools
 

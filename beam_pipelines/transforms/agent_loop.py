@@ -16,7 +16,7 @@ tool pools serve every turn's DoFns in a worker.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -57,6 +57,7 @@ class AgentLoop(beam.PTransform):
         max_turns: int,
         tool_workers: int,
         tool_timeout_s: float,
+        tool_settings: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         self._endpoint = endpoint
@@ -65,6 +66,7 @@ class AgentLoop(beam.PTransform):
         self._max_turns = max_turns
         self._tool_workers = tool_workers
         self._tool_timeout_s = tool_timeout_s
+        self._tool_settings = tool_settings
 
     def expand(self, stream: beam.PCollection) -> beam.PCollection:
         channel = shared.Shared()
@@ -82,6 +84,7 @@ class AgentLoop(beam.PTransform):
                     self._tool_workers,
                     self._tool_timeout_s,
                     max_outstanding=self._endpoint.max_in_flight,
+                    settings=self._tool_settings,
                 )
             )
         return stream | "EndUnfinished" >> beam.ParDo(EndUnfinished())

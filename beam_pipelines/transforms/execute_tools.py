@@ -17,6 +17,8 @@ turns the results into the next observation turn. A tool that cannot run at all
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import threading
 import time
 from collections import OrderedDict
@@ -50,12 +52,20 @@ class ToolRuntime:
     """A worker's tools, a thread pool per tool kind, and a small cache of original images.
 
     One per worker process (through `Shared`), whatever the number of turns: the code tool
-    keeps a pool of warm sandboxes, and `workers` of them are what one worker can afford.
+    keeps a pool of warm sandboxes, and `workers` of them are what one worker can afford
+    (unless `settings` size the pool). `settings` are the tools' own (`--tool_config`).
     """
 
-    def __init__(self, names: Sequence[str], workers: int) -> None:
-        settings = {"code": {"pool_size": workers}} if "code" in names else {}
-        self.tools: dict[str, Tool] = build_tools(names, **settings)
+    def __init__(
+        self,
+        names: Sequence[str],
+        workers: int,
+        settings: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        config = {name: dict(values) for name, values in (settings or {}).items()}
+        if "code" in names:
+            config["code"] = {"pool_size": workers, **config.get("code", {})}
+        self.tools: dict[str, Tool] = build_tools(names, **config)
         self.pools = {
             kind: ThreadPoolExecutor(workers, thread_name_prefix=f"tools-{kind}") for kind in KINDS
         }
@@ -170,9 +180,11 @@ class ExecuteTools(beam.DoFn):
         workers: int,
         timeout_s: float,
         max_outstanding: int,
+        settings: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self._turn = turn
         self._tool_names = tuple(tools)
+        self._settings = {name: dict(values) for name, values in (settings or {}).items()}
         self._store = store
         self._runtime_handle = runtime
         self._workers = workers
@@ -180,9 +192,11 @@ class ExecuteTools(beam.DoFn):
         self._max_outstanding = max_outstanding
 
     def setup(self) -> None:
-        names, workers = self._tool_names, self._workers
+        names, workers, settings = self._tool_names, self._workers, self._settings
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
         self._runtime = self._runtime_handle.acquire(
-            lambda: ToolRuntime(names, workers), tag=f"tools:{','.join(names)}:{workers}"
+            lambda: ToolRuntime(names, workers, settings),
+            tag=f"tools:{','.join(names)}:{workers}:{digest}",
         )
         self._tools = self._runtime.tools
         self._calls = {n: Metrics.counter("annotate", f"tool_calls_{n}") for n in self._tools}
