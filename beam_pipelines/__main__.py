@@ -207,11 +207,80 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_regenerate_command(subparsers: SubParsers) -> None:
+    """`regenerate`: N samples per job, filtered, exported for SFT (a Beam pipeline)."""
+    parser = subparsers.add_parser(
+        "regenerate",
+        help="sample N trajectories per job, filter them and export the kept ones for SFT",
+        add_help=False,  # --help is answered by the pipeline options
+    )
+    parser.set_defaults(handler=run_regenerate, passes_through=True)
+
+
+def run_regenerate(args: argparse.Namespace) -> int:
+    from beam_pipelines import regenerate
+
+    return regenerate.main(args.extra)
+
+
+def add_evaluate_command(subparsers: SubParsers) -> None:
+    """`evaluate`: score the agent on V*, HR-Bench 4K/8K, MME-RealWorld or a job JSONL."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score the agent on a benchmark in its native format (Avg@k with --samples)",
+        add_help=False,  # --help is answered by evaluate's own parser
+    )
+    parser.set_defaults(handler=run_evaluate, passes_through=True)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from beam_pipelines import evaluate
+
+    return evaluate.main(args.extra)
+
+
+def add_demo_variants(subparsers: SubParsers) -> None:
+    """`regenerate-demo` and `eval-demo`: the two other pipelines on synthetic data."""
+    for name, handler, n, what in (
+        ("regenerate-demo", run_regenerate_demo, 12, "regenerate 4 samples per synthetic job"),
+        ("eval-demo", run_eval_demo, 24, "evaluate on a synthetic set in V*'s native format"),
+    ):
+        parser = subparsers.add_parser(
+            name,
+            help=f"{what} with the embedded model",
+            description=f"{what} with the embedded tiny model on a local Triton server. "
+            "Unrecognised arguments go to the pipeline.",
+        )
+        parser.add_argument("--output", default="demo_output", help="demo folder (%(default)s)")
+        parser.add_argument("--n", type=int, default=n, help="number of jobs (%(default)s)")
+        parser.add_argument("--seed", type=int, default=20251125, help="corpus seed")
+        parser.add_argument("--max-turns", "--max_turns", type=int, default=8)
+        parser.add_argument("--max-in-flight", "--max_in_flight", type=int, default=32)
+        parser.add_argument("--triton-url", "--triton_url", default=None, help="use this server")
+        parser.add_argument("--progress", choices=("auto", "on", "off"), default="auto")
+        parser.set_defaults(handler=handler, passes_through=True)
+
+
+def run_regenerate_demo(args: argparse.Namespace) -> int:
+    from beam_pipelines import demo
+
+    return demo.run_regenerate_demo(args, args.extra)
+
+
+def run_eval_demo(args: argparse.Namespace) -> int:
+    from beam_pipelines import demo
+
+    return demo.run_eval_demo(args, args.extra)
+
+
 COMMANDS: tuple[Callable[[SubParsers], None], ...] = (
     add_serve_command,
     add_annotate_command,
     add_demo_command,
     add_report_command,
+    add_regenerate_command,
+    add_evaluate_command,
+    add_demo_variants,
 )
 
 
@@ -231,7 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m beam_pipelines` and the `beam-agentic-vlm` script."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    # annotate and demo hand the arguments they do not declare on to the pipeline options.
+    # annotate, regenerate, evaluate and the demos hand the arguments they do not declare on
+    # to the pipeline options.
     if getattr(args, "passes_through", False):
         args.extra = extra
     elif extra:

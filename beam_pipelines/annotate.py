@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import sys
 import tempfile
@@ -52,6 +53,7 @@ from beam_pipelines.summary import RunSummary, print_summary, summarize
 from beam_pipelines.transforms.agent_loop import AgentLoop
 from beam_pipelines.transforms.images import ImageStore
 from beam_pipelines.transforms.prepare import PrepareImages
+from beam_pipelines.transforms.samples import ExpandSamples, Samples, SeedSamples
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +81,24 @@ def tool_specs(
     return tuple(ToolSpec.of(tool) for tool in build_tools(names, **(settings or {})).values())
 
 
-def build(pipeline: beam.Pipeline, config: AnnotateConfig, tools: Sequence[ToolSpec]) -> None:
-    """Add the annotate graph to `pipeline`."""
+def build(
+    pipeline: beam.Pipeline,
+    config: AnnotateConfig,
+    tools: Sequence[ToolSpec],
+    samples: Samples | None = None,
+) -> None:
+    """Add the annotate graph to `pipeline`.
+
+    With `samples`, every job read becomes `samples.n` jobs `<id>#<k>` with seeds of their
+    own (`transforms/samples.py`), before skip-done, so resume works per sample.
+    """
     layout = OutputLayout(config.output, config.run_id)
     store = ImageStore(layout, config.max_pixels)
-    (
-        pipeline
-        | "ReadJobs" >> ReadJobs(config.input, config.prompt, config.limit)
+    jobs = pipeline | "ReadJobs" >> ReadJobs(config.input, config.prompt, config.limit)
+    if samples is not None:
+        jobs = jobs | "ExpandSamples" >> beam.ParDo(ExpandSamples(samples))
+    started = (
+        jobs
         | "SkipDone" >> SkipDoneAndDuplicates(layout.all_answers_glob())
         # Spread jobs over workers before the expensive part; the last barrier of the run.
         | "Reshuffle" >> beam.Reshuffle()
@@ -101,6 +114,11 @@ def build(pipeline: beam.Pipeline, config: AnnotateConfig, tools: Sequence[ToolS
                 workers=config.tool_workers,
             )
         )
+    )
+    if samples is not None:
+        started = started | "SeedSamples" >> beam.ParDo(SeedSamples())
+    (
+        started
         | "AgentLoop"
         >> AgentLoop(
             config.endpoint,
@@ -155,9 +173,16 @@ def _start_server(stack: contextlib.ExitStack) -> str:
 
 
 def run(
-    argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None = None
+    argv: Sequence[str] | None = None,
+    test_pipeline: beam.Pipeline | None = None,
+    *,
+    samples: Samples | None = None,
 ) -> AnnotateResult:
-    """Parse `argv`, run the pipeline to completion, and return what it did."""
+    """Parse `argv`, run the pipeline to completion, and return what it did.
+
+    `samples` runs N samples per job (regenerate, evaluate's Avg@k); without `--temperature`
+    they are drawn at `samples.default_temperature`.
+    """
     args = with_default_runner(list(sys.argv[1:] if argv is None else argv))
     options = PipelineOptions(args)
     opts = options.view_as(AnnotateOptions)
@@ -189,6 +214,9 @@ def run(
             model_max_pixels=max_pixels,
             tool_settings=tool_settings,
         )
+        if samples is not None and opts.temperature is None:
+            sampling = {**config.sampling, "temperature": samples.default_temperature}
+            config = dataclasses.replace(config, sampling=sampling)
         layout = OutputLayout(config.output, config.run_id)
         manifest: dict[str, Any] = {
             "run_id": config.run_id,
@@ -197,11 +225,12 @@ def run(
             "config": config.to_dict(),
             "argv": list(args),
             "versions": versions(),
+            **({"samples": dataclasses.asdict(samples)} if samples is not None else {}),
         }
         write_manifest(layout, manifest)
 
         pipeline = test_pipeline or beam.Pipeline(options=options)
-        build(pipeline, config, tool_specs(config.tools, config.tool_settings))
+        build(pipeline, config, tool_specs(config.tools, config.tool_settings), samples)
         show = opts.progress == "on" or (opts.progress == "auto" and local and sys.stderr.isatty())
         started = time.monotonic()
         with progress.LiveProgress(show, title=f"annotate {config.run_id}"):

@@ -222,7 +222,8 @@ class ToolReplay(TrajectoryFilter):
     images are compared by the SHA-256 of their normalised PNG (`compare="hash"`), or by a
     perceptual hash distance of at most `max_distance` bits (`compare="perceptual"`: for tools
     whose output is lossy or not bit-exact). Calls of other tools (search, web pages) are not
-    replayed: their results change with the world.
+    replayed: their results change with the world. `settings` are the run's tool settings
+    (`--tool_config`), so a tool is rebuilt as the run had it.
     """
 
     name = "replay"
@@ -233,10 +234,14 @@ class ToolReplay(TrajectoryFilter):
         compare: str = "hash",
         max_distance: int = 4,
         timeout_s: float = 60.0,
+        settings: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         if compare not in ("hash", "perceptual"):
             raise ValueError(f"replay comparison must be 'hash' or 'perceptual', not {compare!r}")
         self.tool_names = tuple(tools)
+        self.settings = {
+            name: dict(values) for name, values in (settings or {}).items() if name in tools
+        }
         self.compare = compare
         self.max_distance = max_distance
         self.timeout_s = timeout_s
@@ -249,7 +254,9 @@ class ToolReplay(TrajectoryFilter):
         from tools.registry import build_tools
 
         if self._tools is None:
-            settings = {"code": {"pool_size": 1}} if "code" in self.tool_names else {}
+            settings = {name: dict(values) for name, values in self.settings.items()}
+            if "code" in self.tool_names:
+                settings["code"] = {**settings.get("code", {}), "pool_size": 1}
             self._tools = build_tools(self.tool_names, **settings)
 
     def teardown(self) -> None:
@@ -653,9 +660,14 @@ def _sample_order(traj: Trajectory) -> tuple[int, str]:
 
 
 def build_chain(
-    names: Sequence[str], judge: ImageJudge | None = None, replay_compare: str = "hash"
+    names: Sequence[str],
+    judge: ImageJudge | None = None,
+    replay_compare: str = "hash",
+    tool_settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> FilterChain:
-    """A chain from filter names (see `FILTER_NAMES`), in the order given; `dedup` runs last."""
+    """A chain from filter names (see `FILTER_NAMES`), in the order given; `dedup` runs last.
+
+    `tool_settings` are the run's (replay rebuilds the tools with them)."""
     unknown = [n for n in names if n not in FILTER_NAMES]
     if unknown:
         raise ValueError(f"unknown filter(s) {unknown}; known: {', '.join(FILTER_NAMES)}")
@@ -671,7 +683,7 @@ def build_chain(
         if name in simple:
             filters.append(simple[name]())
         elif name == "replay":
-            filters.append(ToolReplay(compare=replay_compare))
+            filters.append(ToolReplay(compare=replay_compare, settings=tool_settings))
         elif name == "judge":
             filters.append(ImageReasoningConsistency(judge or MarkerJudge()))
     return FilterChain(filters, dedup=DEDUP in names)

@@ -1,7 +1,8 @@
 """`ReadJobs`: input files -> validated jobs keyed by id, plus failure rows for bad lines.
 
 Accepted inputs (DESIGN.md section 3): JSONL files (optionally compressed: `.gz`, `.bz2`,
-...), Parquet files, and images with one `--prompt` for all (each image is the job
+...), Parquet files, traces (`runs/*/traces/part-*.jsonl.gz`: each is read as its job), and
+images with one `--prompt` for all (each image is the job
 `{"image": <uri>, "question": <prompt>}`, whose id is the content hash `Job.from_dict` gives
 a job without one). `--input` is a file, a glob, or a folder (its direct children).
 
@@ -137,6 +138,26 @@ def iter_records(file: InputFile, prompt: str | None) -> Iterator[tuple[int, str
                 yield position, text
 
 
+#: Meta keys a sample gets (`transforms/samples.py`); a trace read as input drops them.
+SAMPLE_META_KEYS = ("source_id", "sample", "seed")
+
+
+def job_of_trace(data: Any) -> Any:
+    """A trace (an object with `job` and `messages`) read as input is its job again.
+
+    The job of a sample (`<id>#<k>`) is its source job: its original id, without the
+    sample's bookkeeping in `meta`. Anything else is returned as it is.
+    """
+    if not (isinstance(data, dict) and isinstance(data.get("job"), dict) and "messages" in data):
+        return data
+    job = dict(data["job"])
+    meta = job.get("meta")
+    if isinstance(meta, dict) and "source_id" in meta:
+        job["id"] = meta["source_id"]
+        job["meta"] = {k: v for k, v in meta.items() if k not in SAMPLE_META_KEYS}
+    return job
+
+
 def parse_record(source: str, position: int, raw: str | dict[str, Any]) -> Candidate | Failure:
     """One record -> a candidate job, or a failure row that keeps the raw input."""
     data: Any = raw
@@ -146,6 +167,7 @@ def parse_record(source: str, position: int, raw: str | dict[str, Any]) -> Candi
                 data = json.loads(raw)
             except (ValueError, RecursionError) as e:
                 raise InputError("invalid_json", f"not valid JSON: {e}") from None
+        data = job_of_trace(data)
         job = Job.from_dict(data)
     except InputError as e:
         raw_id = data.get("id") if isinstance(data, dict) else None
