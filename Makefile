@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint format bench train-tiny clean
+.PHONY: setup demo regenerate-demo eval-demo test test-fast lint format bench train-tiny clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -16,6 +16,12 @@ setup: $(STAMP)
 
 demo: setup
 	$(BIN)/python -m beam_pipelines demo --output demo_output
+
+regenerate-demo: setup
+	$(BIN)/python -m beam_pipelines regenerate-demo --output demo_output
+
+eval-demo: setup
+	$(BIN)/python -m beam_pipelines eval-demo --output demo_output
 
 test: setup
 	$(BIN)/python -m pytest -q
