@@ -507,21 +507,23 @@ class TritonJudge(ImageJudge):
         self.url = url
         self.model_name = model_name
         self.timeout_s = timeout_s
-        self._client: Any = None
+        self._channel: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_client": None}
+        return {**self.__dict__, "_channel": None}  # a gRPC channel per worker, never pickled
 
     def setup(self) -> None:
-        import tritonclient.grpc as grpcclient
+        from beam_pipelines.model_client import ModelChannel
+        from beam_pipelines.options import ModelEndpoint
 
-        if self._client is None:
-            self._client = grpcclient.InferenceServerClient(self.url)
+        if self._channel is None:
+            endpoint = ModelEndpoint(self.url, self.model_name, timeout_s=self.timeout_s)
+            self._channel = ModelChannel(endpoint)
 
     def teardown(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
 
     def request(self, claim: ImageClaim) -> list[dict[str, Any]]:
         """The judge's chat messages for one claim (image parts as data: URLs)."""
@@ -542,21 +544,18 @@ class TritonJudge(ImageJudge):
         ]
 
     def judge(self, traj: Trajectory, claim: ImageClaim) -> str | None:
-        import numpy as np
-        import tritonclient.grpc as grpcclient
+        from beam_pipelines.model_client import _bytes_input, decode_reply
 
         self.setup()
-        inputs = []
+        channel = self._channel
+        batched = channel.batched()
         sampling = {"max_tokens": 64, "temperature": 0.0, "stop": ["</answer>"]}
-        for name, payload in (
-            ("messages", json.dumps(self.request(claim))),
-            ("sampling", json.dumps(sampling)),
-        ):
-            tensor = grpcclient.InferInput(name, [1], "BYTES")
-            tensor.set_data_from_numpy(np.array([payload.encode("utf-8")], dtype=np.object_))
-            inputs.append(tensor)
-        result = self._client.infer(self.model_name, inputs, client_timeout=self.timeout_s)
-        text = result.as_numpy("text")[0].decode("utf-8", errors="replace")
+        inputs = [
+            _bytes_input("messages", json.dumps(self.request(claim)).encode("utf-8"), batched),
+            _bytes_input("sampling", json.dumps(sampling).encode("utf-8"), batched),
+        ]
+        result = channel.client.infer(self.model_name, inputs, client_timeout=self.timeout_s)
+        text = decode_reply(result, 0.0, 1).text
         verdict = parse_verdict(text)
         if verdict is None:
             return f"the judge gave no verdict ({text[:60]!r})"

@@ -126,7 +126,7 @@ def test_a_rerun_samples_nothing_again_and_filters_everything(first, corpus: Pat
     summary = again.sampling.summary
     done = result.sampling.summary.answered + result.sampling.summary.max_turns
     assert summary.skipped == done
-    assert summary.answered + summary.max_turns == 0
+    assert summary.finished == result.sampling.summary.failed  # only failures are retried
     assert again.counts.trajectories == result.counts.trajectories
     assert set(again.counts.rejected) == {"answer", "format"}
 
@@ -135,3 +135,25 @@ def test_bad_filter_options_fail_before_sampling(tmp_path: Path, corpus: Path) -
     with pytest.raises(ValueError, match="unknown filter"):
         regenerate_run(corpus, tmp_path / "o", "127.0.0.1:1", "--filters=answer,nonsense")
     assert not (tmp_path / "o").exists()
+
+
+def test_the_triton_judge_asks_the_served_model(tmp_path: Path, triton) -> None:
+    from PIL import Image
+
+    from beam_pipelines.filters import TritonJudge, image_claims
+
+    from .helpers import answered, started
+    from .test_filters import call, observe, stored
+
+    crop = stored(tmp_path, Image.new("RGB", (16, 16), (205, 30, 35)), "crop")
+    traj = answered(observe(call(started(tmp_path), "save_image(image)"), crop))
+    (claim,) = image_claims(traj)
+    judge = TritonJudge(triton.grpc_url)
+    messages = judge.request(claim)
+    assert messages[1]["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert claim.reasoning in messages[1]["content"][1]["text"]
+    try:
+        verdict = judge.judge(traj, claim)  # whatever the tiny model says, through the contract
+    finally:
+        judge.teardown()
+    assert verdict is None or verdict.startswith("the judge")
