@@ -8,9 +8,11 @@ So the tower here is convolutional; the decoder keeps the parts that make the re
 mixture of experts (top-k routed SwiGLU experts with a load-balancing loss), and images enter
 the token sequence the way Qwen-VL's do (one placeholder expands to a grid of visual tokens).
 
-- Vision: four stride-2 conv blocks (BN + GELU) over a 128×128 image with two coordinate
-  channels (CoordConv, so a token can say *where* in its cell a marker sits), giving an 8×8
-  grid of tokens, projected to the decoder width with a learned position per cell.
+- Vision: four stride-2 conv blocks (GroupNorm + GELU) over a 128×128 image with two
+  coordinate channels (CoordConv, so a token can say *where* in its cell a marker sits), giving
+  an 8×8 grid of tokens, projected to the decoder width with a learned position per cell. The
+  norm is per image: batch norm's running statistics, averaged over global views and crops (two
+  different image populations), made the served model see features it never trained on.
 - Decoder: pre-norm transformer, learned positions, causal attention with a KV cache for
   generation; feed-forward layers are top-2-of-4 routed experts except the first (dense).
 - Tags: heads on the visual grid name, per cell, the colour and shape of a marker centred
@@ -20,16 +22,31 @@ the token sequence the way Qwen-VL's do (one placeholder expands to a grid of vi
   finding "the red circle" in the image is the same copy as finding a word in the text:
   the routing TINY_MODEL.md saw a decoder never learn from raw visual tokens. The heads are
   supervised in training, which also keeps the tower learning from step one.
+- Position code: each cell also carries where the marker centred there sits, as sines and
+  cosines of its absolute position at one and ten cycles per image side. On those circles the
+  tenths and hundredths of a coordinate are arcs, so the decoder reads the two digits it writes
+  for a crop box with a linear map instead of computing them from a cell index.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+POSITION_CYCLES = (1, 10)
+
+
+class DecoderOutput(NamedTuple):
+    logits: torch.Tensor
+    balance: torch.Tensor  # the MoE layers' load-balancing loss
+    caches: list[tuple[torch.Tensor, torch.Tensor]]
+    pointer_logp: torch.Tensor | None  # see TinyVLM.forward
+    copy_logits: torch.Tensor | None
 
 
 @dataclass(frozen=True)
@@ -91,10 +108,10 @@ class VisionTower(nn.Module):
             blocks.append(
                 nn.Sequential(
                     nn.Conv2d(in_ch + extra, ch, 3, stride=2, padding=1, bias=False),
-                    nn.BatchNorm2d(ch),
+                    nn.GroupNorm(8, ch),
                     nn.GELU(),
                     nn.Conv2d(ch, ch, 3, padding=1, bias=False),
-                    nn.BatchNorm2d(ch),
+                    nn.GroupNorm(8, ch),
                     nn.GELU(),
                 )
             )
@@ -178,7 +195,8 @@ class Block(nn.Module):
         x: torch.Tensor,
         mask: torch.Tensor,
         cache: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        pointer: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor], tuple | None]:
         batch, length, dim = x.shape
         q, k, v = self.qkv(self.attn_norm(x)).split(dim, dim=-1)
         q, k, v = (t.view(batch, length, self.n_heads, -1).transpose(1, 2) for t in (q, k, v))
@@ -186,13 +204,27 @@ class Block(nn.Module):
             k = torch.cat([cache[0], k], dim=2)
             v = torch.cat([cache[1], v], dim=2)
         attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        watched = None
+        if pointer is not None:
+            # For each (row, query, key, head): the head's log-attention from the query to the
+            # key it should copy from, and what that head alone adds to the residual stream
+            # there (the pointer and copy losses of training).
+            rows, queries, keys, heads = pointer.unbind(-1)
+            scores = torch.einsum("nd,nkd->nk", q[rows, heads, queries], k[rows, heads])
+            scores = scores / math.sqrt(q.shape[-1])
+            scores = scores.masked_fill(~mask[rows, 0, queries], float("-inf"))
+            per_head = self.out.weight.view(dim, self.n_heads, -1)[:, heads]  # (dim, N, hd)
+            watched = (
+                scores.log_softmax(-1).gather(1, keys[:, None]).squeeze(1),
+                torch.einsum("nh,dnh->nd", attended[rows, heads, queries], per_head),
+            )
         x = x + self.out(attended.transpose(1, 2).reshape(batch, length, dim))
         hidden = self.ffn_norm(x)
         if isinstance(self.ffn, MoE):
             ffn_out, balance = self.ffn(hidden)
         else:
             ffn_out, balance = self.ffn(hidden), x.new_zeros(())
-        return x + ffn_out, balance, (k, v)
+        return x + ffn_out, balance, (k, v), watched
 
 
 class TinyVLM(nn.Module):
@@ -205,7 +237,10 @@ class TinyVLM(nn.Module):
             nn.Linear(vision_out, config.d_model),
             nn.GELU(),
             nn.Linear(config.d_model, config.d_model),
+            RMSNorm(config.d_model),
         )
+        self.location = nn.Embedding(4 * 10, config.d_model)  # digit places of x.xx, y.yy
+        self.position_code = nn.Linear(2 * len(POSITION_CYCLES) * 2, config.d_model, bias=False)
         self.cell_position = nn.Parameter(torch.zeros(config.image_tokens, config.d_model))
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
         self.position = nn.Embedding(config.max_positions, config.d_model)
@@ -216,6 +251,10 @@ class TinyVLM(nn.Module):
         self.aux_global = nn.Linear(vision_out, config.aux_colours + config.aux_shapes + 2)
         self.aux_crop = nn.Linear(vision_out, config.aux_chars)
         self.apply(self._init)
+        with torch.no_grad():
+            # Visual features enter at the scale of word embeddings, so that the tag words the
+            # heads add are not drowned by them (a token is RMS-normalised inside every block).
+            self.projector[-1].weight.fill_(0.02)
 
     @staticmethod
     def _init(module: nn.Module) -> None:
@@ -226,13 +265,63 @@ class TinyVLM(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, std=0.02)
 
-    def encode_images(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (visual tokens in decoder width, raw grid features for the tag heads)."""
-        features = self.vision(pixels)
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Visual tokens in decoder width for a batch of images."""
+        return self.encode_features(self.vision(pixels))
+
+    def encode_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Visual tokens from the tower's grid features (cached while the tower is frozen)."""
         tokens = self.projector(features) + self.cell_position
         if self.config.tag_words:
-            tokens = tokens + self.tag_embeddings(features)
-        return tokens, features
+            tokens = (
+                tokens
+                + self.tag_embeddings(features)
+                + self.position_embeddings(features)
+                + self.location_embeddings(features)
+            )
+        return tokens
+
+    def marker_positions(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, cells, 2): the absolute x, y in [0, 1] of a marker centred in each cell."""
+        grid = self.config.grid
+        offsets = self.aux_global(features)[..., -2:].sigmoid()
+        cells = torch.arange(grid * grid, device=features.device)
+        corner = torch.stack([cells % grid, cells // grid], dim=-1).to(offsets.dtype)
+        return (corner + offsets) / grid
+
+    def position_embeddings(self, features: torch.Tensor) -> torch.Tensor:
+        """The position code of each cell's marker, weighted by the chance a marker is there."""
+        angles = torch.cat(
+            [2 * math.pi * cycles * self.marker_positions(features) for cycles in POSITION_CYCLES],
+            dim=-1,
+        )
+        code = self.position_code(torch.cat([angles.cos(), angles.sin()], dim=-1))
+        return self.presence(features) * code
+
+    def location_embeddings(self, features: torch.Tensor) -> torch.Tensor:
+        """Location tokens (as in Pix2Seq and Kosmos-2): the two-decimal x and y of each
+        cell's marker, one learned embedding per digit place, weighted by its presence.
+
+        The decoder copies a crop centre digit by digit from the marker's cell the way it
+        copies a colour: each place has its own embedding, so each digit is one word to find.
+        """
+        hundredths = (self.marker_positions(features) * 100).round().clamp(0, 99).long()
+        digits = torch.stack(
+            [
+                hundredths[..., 0] // 10,
+                hundredths[..., 0] % 10,
+                hundredths[..., 1] // 10,
+                hundredths[..., 1] % 10,
+            ],
+            dim=-1,
+        )
+        places = torch.arange(4, device=features.device) * 10
+        return self.presence(features) * self.location(digits + places).sum(-2)
+
+    def presence(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, cells, 1): the chance that a marker is centred in each cell."""
+        colours = self.aux_global(features)[..., : self.config.aux_colours]
+        return 1 - colours.softmax(-1)[..., :1]
 
     def tag_embeddings(self, features: torch.Tensor) -> torch.Tensor:
         """Probability-weighted embeddings of the words the tag heads name for each cell."""
@@ -264,17 +353,34 @@ class TinyVLM(nn.Module):
         positions: torch.Tensor,
         mask: torch.Tensor,
         caches: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-        """Run the decoder on embedded inputs; return (logits, balancing loss, new caches)."""
+        pointer: torch.Tensor | None = None,
+    ) -> DecoderOutput:
+        """Run the decoder on embedded inputs.
+
+        `pointer` (N, 5) lists (row, query, key, head, layer) for the pointer loss in training:
+        the key a query should copy from through that head of that layer. Each one's
+        log-attention is returned, with the vocabulary logits of what the head alone adds.
+        """
         x = x + self.position(positions)
         balance = x.new_zeros(())
         new_caches = []
+        pointer_logp = copy_logits = None
+        if pointer is not None:
+            pointer_logp = x.new_zeros(len(pointer))
+            copy_logits = x.new_zeros(len(pointer), self.config.vocab_size)
         for index, block in enumerate(self.blocks):
-            x, block_balance, cache = block(x, mask, None if caches is None else caches[index])
+            chosen = None if pointer is None else pointer[:, 4] == index
+            watch = pointer[chosen, :4] if chosen is not None and chosen.any() else None
+            x, block_balance, cache, watched = block(
+                x, mask, None if caches is None else caches[index], watch
+            )
+            if watched is not None:
+                pointer_logp[chosen] = watched[0]
+                copy_logits[chosen] = self.norm(watched[1]) @ self.embed.weight.T
             balance = balance + block_balance
             new_caches.append(cache)
         logits = self.norm(x) @ self.embed.weight.T
-        return logits, balance, new_caches
+        return DecoderOutput(logits, balance, new_caches, pointer_logp, copy_logits)
 
 
 def attention_mask(valid: torch.Tensor, query_length: int) -> torch.Tensor:

@@ -94,10 +94,10 @@ class TinyRuntime:
         images = [image_from_part(part) for r in rendered for part in r.image_parts]
         visual = None
         if images:
-            visual, _ = self.model.encode_images(self.processor.pixels(images))
+            visual = self.model.encode_images(self.processor.pixels(images))
         x = self.model.embed_inputs(ids, visual)
         positions = (valid.long().cumsum(1) - 1).clamp(min=0)
-        logits, _, caches = self.model(x, positions, attention_mask(valid, width))
+        logits, _, caches, *_ = self.model(x, positions, attention_mask(valid, width))
 
         settings = [s for _, s in batch]
         generators = []
@@ -128,7 +128,7 @@ class TinyRuntime:
                 break
             valid = torch.cat([valid, torch.ones(len(batch), 1, dtype=torch.bool)], dim=1)
             step_x = self.model.embed(tokens[:, None])
-            logits, _, caches = self.model(
+            logits, _, caches, *_ = self.model(
                 step_x, next_positions[:, None], attention_mask(valid, 1), caches
             )
             next_logits = logits[:, -1, :]

@@ -1,13 +1,18 @@
 """Train the tiny MoE agent from a seed (`make train-tiny`).
 
-One joint stage, shaped by what TINY_MODEL.md measured:
-- the tower is convolutional with batch norm and gets its own supervision from step one
-  (auxiliary heads: per view cell, the colour, shape and offset of the marker centred there;
-  per crop cell, the character centred there), so it never collapses to an image-independent
-  offset while the decoder is still learning the answer prior;
-- crops are tight (the glyph is a quarter of the sub-image) and jittered like the model's own
-  localisation errors;
-- the language loss covers only the assistant turns.
+Two stages, shaped by what TINY_MODEL.md measured (a decoder never learned to route to raw
+visual tokens; a small CNN learned each visual skill alone in a few hundred steps):
+
+1. tower: the convolutional tower and its tag heads learn, per cell of a global view, the
+   colour, shape and position of a marker centred there, and per cell of a crop the character
+   it holds; held-out accuracy of each is logged, so a tower that cannot see is caught before
+   the agent is trained on it;
+2. agent: the tower is frozen (its features are computed once for every image) and the
+   decoder learns the protocol, when to zoom, where to crop and what to answer, from the
+   language loss on the assistant turns alone.
+
+Crops are tight (the glyph is a third of the sub-image) and jittered like the model's own
+localisation errors.
 
 Resumable: the dataset, the tokenizer and a checkpoint every `--save-every` steps live in
 `--work`; rerunning the same command continues. A learning-curve log (JSONL) and the final
@@ -36,9 +41,11 @@ from beam_pipelines.agent.records import parse_choice
 from tiny_agent import task
 from tiny_agent.chat import SPECIAL_TOKENS, ChatProcessor, train_tokenizer
 from tiny_agent.data import (
+    CELL,
     CROP_HALF,
     VIEW_PIXELS,
     Dataset,
+    Example,
     build_dataset,
     conversation,
     from_fraction,
@@ -90,14 +97,89 @@ def system_length(rendered) -> int:
     return rendered.ids.index(rendered.ids[0], 1)
 
 
+class PointerVocabulary:
+    """The token ids that `pointer_sources` recognises in a rendered conversation."""
+
+    def __init__(self, processor: ChatProcessor):
+        def one(text: str) -> int:
+            (token,) = processor.encode_text(text)
+            return token
+
+        words = {"colour": sorted(task.COLOURS), "shape": list(task.SHAPES)}
+        self.attributes = {one(f" {w}") for group in words.values() for w in group}
+        self.colours = {one(f" {w}") for w in words["colour"]}
+        self.chars = {one(f" {c}") for c in task.CHARACTERS}
+        self.spaced = {
+            one(w): one(f" {w}") for w in [*words["colour"], *words["shape"], *task.CHARACTERS]
+        }
+        self.digits = {one(str(d)) for d in range(10)}
+        self.zero, self.dot, self.options = one("0"), one("."), one("Options")
+        self.image = processor.image_id
+
+
+def pointer_sources(
+    ids: list[int], targets: list[bool], example: Example, dataset: Dataset, vocab
+) -> list[tuple[int, int, int, int, int]]:
+    """(query, key, head, layer, token): where each copied token is read from, and how.
+
+    A token the assistant writes that names something is copied from exactly one place: a
+    colour or shape the question names from the question; any other colour or shape, and the
+    digits of a crop box, from the global view's cell where the target marker sits; the
+    character from the crop's cell where the glyph sits; an answer from the word the thinking
+    named. Training the pointer heads on these makes the routing a supervised skill instead of
+    one the language loss must discover (TINY_MODEL.md saw it never discovered). Words go
+    through head 0 of layer 2; each of the four digits of a crop centre (x tenths, x
+    hundredths, y tenths, y hundredths) through its own head 1–4 of layer 2, which reads that
+    digit off the cell's location tokens. To find the cell, a digit's query must know which
+    marker the crop is for, so head 0 of layer 1 first brings it the colour the thinking
+    named: a two-step lookup, each step supervised.
+    """
+    images = [i for i, token in enumerate(ids) if token == vocab.image]
+    view, crop = images[0], (images[64] if len(images) > 64 else None)
+    marker = example.question.target
+    scale = 128 / task.IMAGE_SIDE
+    cell = int(marker.y * scale // CELL) * 8 + int(marker.x * scale // CELL)
+    question_end = ids.index(vocab.options, view)
+    question = {token: i for i, token in reversed(list(enumerate(ids[:question_end])))}
+    decimal = [vocab.zero, vocab.dot]
+    numbers = 0  # decimals begun so far: the first is x, the second y
+    pairs = []
+    for j in range(1, len(ids)):
+        if not targets[j]:
+            continue
+        token, source, head = ids[j], None, 0
+        turn = max(i for i in range(j) if not targets[i])
+        if token in vocab.chars and crop is not None and j > crop:
+            source = crop + int(dataset.crop_chars[example.crop][0])
+        elif token in vocab.attributes:
+            source = question.get(token, view + cell)
+        elif token in vocab.digits and decimal in (ids[j - 2 : j], ids[j - 3 : j - 1]):
+            tenths = ids[j - 2 : j] == decimal
+            numbers += tenths
+            source, head = view + cell, 2 * numbers - tenths
+            colour = max(i for i in range(turn, j) if ids[i] in vocab.colours)
+            pairs.append((j - 1, colour, 0, 1, ids[colour]))
+        elif token in vocab.spaced:
+            named = [i for i in range(turn, j) if ids[i] == vocab.spaced[token]]
+            source = named[-1] if named else None
+        if source is not None:
+            pairs.append((j - 1, source, head, 2, token))
+    return pairs
+
+
 def make_batch(
-    indices: list[int], dataset: Dataset, encoded: list, processor: ChatProcessor
+    indices: list[int],
+    dataset: Dataset,
+    encoded: list,
+    processor: ChatProcessor,
+    vocab: PointerVocabulary,
 ) -> dict[str, torch.Tensor]:
     """A batch of conversations sharing one system prompt, which is sent once as `prefix`.
 
     Every conversation of a tool mode starts with the same system turn, so the decoder runs it
     once per batch and the rest of each conversation attends to its cached keys and values:
-    the same computation as running each row whole, at a fraction of the cost.
+    the same computation as running each row whole, at a fraction of the cost. Images are
+    given as indices into the dataset's views and crops, in the order the rows mention them.
     """
     cut = system_length(encoded[indices[0]])
     prefix = encoded[indices[0]].ids[:cut]
@@ -106,33 +188,37 @@ def make_batch(
     ids = torch.full((len(indices), width), processor.pad_id, dtype=torch.long)
     targets = torch.zeros(len(indices), width, dtype=torch.bool)
     valid = torch.zeros(len(indices), width, dtype=torch.bool)
-    views, crops, order = [], [], []
+    images = []  # (is_crop, index)
+    # (row, query, key, head, layer, copied token), keys counted from the prefix's start
+    pointer = []
     for row, index in enumerate(indices):
         rendered, example = encoded[index], dataset.examples[index]
         n = len(rendered.ids) - cut
         ids[row, :n] = torch.tensor(rendered.ids[cut:])
         targets[row, :n] = torch.tensor(rendered.targets[cut:])
         valid[row, :n] = True
-        order.append(("view", len(views)))
-        views.append(example.view)
+        sources = pointer_sources(
+            rendered.ids[cut:], rendered.targets[cut:], example, dataset, vocab
+        )
+        pointer.extend(
+            (row, query, cut + key, head, layer, token)
+            for query, key, head, layer, token in sources
+        )
+        images.append((0, example.view))
         if example.crop >= 0:
-            order.append(("crop", len(crops)))
-            crops.append(example.crop)
-
-    def pixels(array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(array).permute(0, 3, 1, 2).float() / 255.0
-
+            images.append((1, example.crop))
     return {
         "prefix": torch.tensor(prefix),
         "ids": ids,
         "targets": targets,
         "valid": valid,
-        "views": pixels(dataset.views[views]),
-        "view_targets": torch.from_numpy(dataset.global_targets[views]),
-        "crops": pixels(dataset.crops[crops]) if crops else torch.zeros(0, 3, 128, 128),
-        "crop_chars": torch.from_numpy(dataset.crop_chars[crops]).reshape(-1, 4),
-        "order": torch.tensor([0 if kind == "view" else 1 for kind, _ in order]),
+        "images": torch.tensor(images, dtype=torch.long),
+        "pointer": torch.tensor(pointer, dtype=torch.long).reshape(-1, 6),
     }
+
+
+def pixels(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(array).permute(0, 3, 1, 2).float() / 255.0
 
 
 def tag_words(processor: ChatProcessor) -> dict[str, list[int]]:
@@ -150,69 +236,126 @@ def tag_words(processor: ChatProcessor) -> dict[str, list[int]]:
     }
 
 
-def tag_loss(model: TinyVLM, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Tag-head loss; targets (N, 64, 3) hold colour, shape and character ids (0 = none)."""
+def tag_logits(model: TinyVLM, features: torch.Tensor) -> dict[str, torch.Tensor]:
     config = model.config
     grid = model.aux_global(features)
-    colours = grid[..., : config.aux_colours]
-    shapes = grid[..., config.aux_colours : config.aux_colours + config.aux_shapes]
-    loss = F.cross_entropy(colours.flatten(0, 1), targets[..., 0].flatten())
-    loss = loss + F.cross_entropy(shapes.flatten(0, 1), targets[..., 1].flatten())
-    chars = model.aux_crop(features)
-    return loss + F.cross_entropy(chars.flatten(0, 1), targets[..., 2].flatten())
+    return {
+        "colour": grid[..., : config.aux_colours],
+        "shape": grid[..., config.aux_colours : config.aux_colours + config.aux_shapes],
+        "offset": grid[..., -2:].sigmoid(),
+        "char": model.aux_crop(features),
+    }
 
 
-def losses(model: TinyVLM, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def tower_targets(dataset: Dataset, views: list[int], crops: list[int]) -> dict[str, torch.Tensor]:
+    """Per-cell targets: colour, shape (views and crops), offset (views), character (crops)."""
+    vt = torch.from_numpy(dataset.global_targets[views])
+    glyphs = torch.from_numpy(dataset.crop_chars[crops])
+    crop_tags = torch.zeros(len(crops), 64, 3, dtype=torch.long)
+    crop_tags[torch.arange(len(crops)), glyphs[:, 0]] = glyphs[:, [2, 3, 1]]
+    return {
+        "views": pixels(dataset.views[views]),
+        "view_tags": vt[..., :2].long(),
+        "view_offsets": vt[..., 2:],
+        "crops": pixels(dataset.crops[crops]),
+        "crop_tags": crop_tags,
+    }
+
+
+def tower_losses(model: TinyVLM, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tag heads' losses: what the tower must name in a view and in a crop."""
     device = next(model.parameters()).device
     batch = {key: value.to(device) for key, value in batch.items()}
-    view_tokens, view_features = model.encode_images(batch["views"])
-    if batch["crops"].shape[0]:
-        crop_tokens, crop_features = model.encode_images(batch["crops"])
-    else:
-        crop_tokens = crop_features = None
-    # Interleave the grids in the order the conversations mention them.
-    visual, next_view, next_crop = [], 0, 0
-    for kind in batch["order"].tolist():
-        if kind == 0:
-            visual.append(view_tokens[next_view])
-            next_view += 1
-        else:
-            visual.append(crop_tokens[next_crop])
-            next_crop += 1
+    view = tag_logits(model, model.vision(batch["views"]))
+    crop = tag_logits(model, model.vision(batch["crops"]))
+    vt, ct = batch["view_tags"], batch["crop_tags"]
+    present = vt[..., 0] > 0
+    return {
+        "colour": F.cross_entropy(view["colour"].flatten(0, 1), vt[..., 0].flatten())
+        + F.cross_entropy(crop["colour"].flatten(0, 1), ct[..., 0].flatten()),
+        "shape": F.cross_entropy(view["shape"].flatten(0, 1), vt[..., 1].flatten())
+        + F.cross_entropy(crop["shape"].flatten(0, 1), ct[..., 1].flatten()),
+        # Offsets in cells; a cell is 16 view pixels, 256 full-resolution ones.
+        "offset": 16 * F.mse_loss(view["offset"][present], batch["view_offsets"][present]),
+        "char": F.cross_entropy(crop["char"].flatten(0, 1), ct[..., 2].flatten()),
+    }
+
+
+@torch.no_grad()
+def tower_metrics(model: TinyVLM, dataset: Dataset) -> dict[str, float]:
+    """Held-out tag accuracy where markers are, and the localisation error in image pixels."""
+    model.eval()
+    batch = tower_targets(dataset, list(range(len(dataset.views))), list(range(len(dataset.crops))))
+    view = tag_logits(model, model.vision(batch["views"]))
+    crop = tag_logits(model, model.vision(batch["crops"]))
+    present = batch["view_tags"][..., 0] > 0
+    glyph = batch["crop_tags"][..., 2] > 0
+    error = (view["offset"][present] - batch["view_offsets"][present]).abs() * 16 * 16
+    return {
+        "colour": (view["colour"].argmax(-1) == batch["view_tags"][..., 0])[present]
+        .float()
+        .mean()
+        .item(),
+        "shape": (view["shape"].argmax(-1) == batch["view_tags"][..., 1])[present]
+        .float()
+        .mean()
+        .item(),
+        "offset_px": error.mean().item(),
+        "empty_cells_clear": (view["colour"].argmax(-1) == 0)[~present].float().mean().item(),
+        "crop_char": (crop["char"].argmax(-1) == batch["crop_tags"][..., 2])[glyph]
+        .float()
+        .mean()
+        .item(),
+    }
+
+
+@torch.no_grad()
+def tower_features(model: TinyVLM, images: np.ndarray, device: str) -> torch.Tensor:
+    """The frozen tower's grid features for every image of the dataset, computed once."""
+    chunks = [
+        model.vision(pixels(images[start : start + 256]).to(device))
+        for start in range(0, len(images), 256)
+    ]
+    return torch.cat(chunks)
+
+
+def language_loss(
+    model: TinyVLM, batch: dict[str, torch.Tensor], views: torch.Tensor, crops: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Loss on the assistant turns; `views` and `crops` are the cached tower features."""
+    device = next(model.parameters()).device
+    features = torch.stack(
+        [crops[i] if is_crop else views[i] for is_crop, i in batch.pop("images").tolist()]
+    )
+    batch = {key: value.to(device) for key, value in batch.items()}
+    visual = model.encode_features(features.to(device))
     prefix = batch["prefix"][None]
     cut = prefix.shape[1]
     prefix_valid = torch.ones_like(prefix, dtype=torch.bool)
-    _, prefix_balance, caches = model(
+    _, prefix_balance, caches, *_ = model(
         model.embed(prefix),
         torch.arange(cut, device=device)[None],
         attention_mask(prefix_valid, cut),
     )
     rows = batch["ids"].shape[0]
     caches = [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in caches]
-    x = model.embed_inputs(batch["ids"], torch.stack(visual))
+    x = model.embed_inputs(batch["ids"], visual)
     valid = batch["valid"]
     positions = cut + torch.arange(valid.shape[1], device=device).expand_as(valid)
     keys = torch.cat([prefix_valid.expand(rows, -1), valid], dim=1)
-    logits, balance, _ = model(x, positions, attention_mask(keys, valid.shape[1]), caches)
-    balance = balance + prefix_balance
+    mask = attention_mask(keys, valid.shape[1])
+    logits, balance, _, pointer_logp, copy_logits = model(
+        x, positions, mask, caches, batch["pointer"][:, :5]
+    )
     shift_targets = batch["targets"][:, 1:]
     language = F.cross_entropy(logits[:, :-1][shift_targets], batch["ids"][:, 1:][shift_targets])
-
-    # Views: colour, shape and offset of markers; no character is readable at that scale.
-    vt = batch["view_targets"]
-    view_tags = torch.zeros(*vt.shape[:2], 3, dtype=torch.long, device=device)
-    view_tags[..., :2] = vt[..., :2].long()
-    aux = tag_loss(model, view_features, view_tags)
-    present = vt[..., 0] > 0
-    offsets = model.aux_global(view_features)[..., -2:][present].sigmoid()
-    aux = aux + 4 * F.mse_loss(offsets, vt[..., 2:][present])
-    # Crops: the zoomed marker's character, colour and shape at the glyph's cell.
-    if crop_features is not None:
-        crop_tags = torch.zeros(*crop_features.shape[:2], 3, dtype=torch.long, device=device)
-        glyphs = batch["crop_chars"]
-        crop_tags[torch.arange(len(glyphs), device=device), glyphs[:, 0]] = glyphs[:, [2, 3, 1]]
-        aux = aux + tag_loss(model, crop_features, crop_tags)
-    return {"language": language, "aux": aux, "balance": balance}
+    return {
+        "language": language,
+        "pointer": -pointer_logp.mean(),
+        # What a pointer head brings must already name the word or digit it copies.
+        "copy": F.cross_entropy(copy_logits, batch["pointer"][:, 5]),
+        "balance": balance + prefix_balance,
+    }
 
 
 _COORDS = re.compile(r"x, y = (0\.\d\d) \* image\.width, (0\.\d\d) \* image\.height")
@@ -276,13 +419,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("triton_repo/agent_vlm/tiny"))
     parser.add_argument("--work", type=Path, default=Path("build/tiny_train"))
     parser.add_argument("--images", type=int, default=3000)
-    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--tower-steps", type=int, default=600, help="stage 1: the tag heads")
+    parser.add_argument("--steps", type=int, default=2700, help="stage 2: the agent")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1.5e-3)
+    parser.add_argument("--tower-lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--save-every", type=int, default=100)
+    parser.add_argument("--save-every", type=int, default=50)
     parser.add_argument("--eval-jobs", type=int, default=64, help="held-out jobs per evaluation")
-    parser.add_argument("--eval-every", type=int, default=300)
+    parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="processes rendering the data")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is lent")
@@ -293,6 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
 
     dataset, processor, encoded = load_or_build(args.work, args.images, args.seed, args.workers)
+    held_out = load_held_out(args.work, args.seed, args.workers)
     config = TinyVLMConfig(
         vocab_size=processor.tokenizer.get_vocab_size(),
         image_token_id=processor.image_id,
@@ -303,18 +449,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     assert processor.tokenizer.token_to_id(SPECIAL_TOKENS[0]) == config.image_token_id
     model = TinyVLM(config).to(args.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     checkpoint = args.work / "checkpoint.pt"
     log_path = args.out / "training_log.jsonl"
+    state = None
     step = 0
     rng = random.Random(args.seed)
     if checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False, map_location=args.device)
-        model.load_state_dict(state["model"])
-        try:
-            optimizer.load_state_dict(state["optimizer"])
-        except ValueError:  # a checkpoint from an older optimizer layout: restart its moments
-            console.log("optimizer state does not match; continuing with a fresh optimizer")
+        missing, _ = model.load_state_dict(state["model"], strict=False)
+        if missing:  # a checkpoint from before parts were added: those start fresh
+            console.log(f"not in the checkpoint, starting fresh: {', '.join(missing)}")
         step = state["step"]
         rng.setstate(state["random"])
         console.log(f"resumed at step {step}")
@@ -324,64 +468,160 @@ def main(argv: list[str] | None = None) -> None:
         f"{parameter_count(model) / 1e6:.2f} M parameters, {len(dataset.examples)} examples, "
         f"vocabulary {config.vocab_size}"
     )
-    by_mode = {
-        tools_on: [i for i, e in enumerate(dataset.examples) if e.tools_on == tools_on]
-        for tools_on in (False, True)
-    }
-    tools_on_share = len(by_mode[True]) / len(dataset.examples)
-    running: dict[str, float] = {}
-    started = time.time()
+    total = args.tower_steps + args.steps
     with Progress(
-        TextColumn("[bold]step {task.completed}/{task.total}"),
+        TextColumn("[bold]{task.description} {task.completed}/{task.total}"),
         BarColumn(),
         TextColumn("{task.fields[status]}"),
         TimeRemainingColumn(),
         console=console,
     ) as progress:
-        bar = progress.add_task("train", total=args.steps, completed=step, status="")
-        while step < args.steps:
-            model.train()
-            lr = cosine_lr(step, args.steps, warmup=150, peak=args.lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            mode = by_mode[rng.random() < tools_on_share]
-            indices = [rng.choice(mode) for _ in range(args.batch)]
-            parts = losses(model, make_batch(indices, dataset, encoded, processor))
-            total = parts["language"] + 0.5 * parts["aux"] + 0.01 * parts["balance"]
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            step += 1
-            for key, value in parts.items():
-                running[key] = 0.9 * running.get(key, value.item()) + 0.1 * value.item()
-            status = " ".join(f"{k} {v:.3f}" for k, v in running.items())
-            progress.update(bar, completed=step, status=status)
-            record: dict = {"step": step, "lr": lr, "elapsed_s": round(time.time() - started, 1)}
-            if step % 25 == 0:
-                record |= {k: round(v, 4) for k, v in running.items()}
-            if step % args.eval_every == 0 or step == args.steps:
-                # The runtime serves on CPU; evaluate a CPU copy so training state is untouched.
-                runtime = TinyRuntime(copy.deepcopy(model).cpu(), processor)
-                record["eval"] = evaluate(runtime, args.eval_jobs, seed=10_000 + args.seed)
-                progress.console.log(f"step {step}: {record['eval']}")
-                model.train()
-            if len(record) > 3:
-                with log_path.open("a") as log:
-                    log.write(json.dumps(record) + "\n")
-            if step % args.save_every == 0 or step == args.steps:
-                torch.save(
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "step": step,
-                        "random": rng.getstate(),
-                    },
-                    checkpoint,
-                )
-                save_checkpoint(copy.deepcopy(model).cpu().eval(), processor, args.out)
+        bar = progress.add_task("train", total=total, completed=step, status="")
+        trainer = Trainer(args, model, dataset, encoded, processor, rng, progress, bar, log_path)
+        if step < args.tower_steps:
+            step = trainer.tower_stage(step, state, held_out)
+            state = None
+        trainer.agent_stage(step, state)
     save_checkpoint(model.cpu().eval(), processor, args.out)
     console.log(f"saved weights to {args.out}")
+
+
+def load_held_out(work: Path, seed: int, workers: int) -> Dataset:
+    """Scenes from a seed the training set never uses, for the tower's held-out accuracy."""
+    path = work / "held_out.pkl"
+    if not path.exists():
+        path.write_bytes(pickle.dumps(build_dataset(100, seed + 7_919, workers)))
+    return pickle.loads(path.read_bytes())
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    try:
+        optimizer.load_state_dict(state)
+    except ValueError:  # the parameters changed since the checkpoint: restart the moments
+        console.log("optimizer state does not match; continuing with a fresh optimizer")
+
+
+class Trainer:
+    """The two stages: the tower and its tag heads, then the agent on the frozen tower."""
+
+    def __init__(self, args, model, dataset, encoded, processor, rng, progress, bar, log_path):
+        self.args, self.model, self.dataset = args, model, dataset
+        self.encoded, self.processor, self.rng = encoded, processor, rng
+        self.progress, self.bar, self.log_path = progress, bar, log_path
+        self.checkpoint = args.work / "checkpoint.pt"
+        self.vocab = PointerVocabulary(processor)
+        self.running: dict[str, float] = {}
+        self.started = time.time()
+
+    def _log(self, record: dict, parts: dict[str, torch.Tensor]) -> None:
+        for key, value in parts.items():
+            self.running[key] = 0.9 * self.running.get(key, value.item()) + 0.1 * value.item()
+        self.progress.update(
+            self.bar,
+            completed=record["step"],
+            description=record["stage"],
+            status=" ".join(f"{k} {v:.3f}" for k, v in self.running.items()),
+        )
+        if record["step"] % 25 == 0:
+            record |= {k: round(v, 4) for k, v in self.running.items()}
+        if len(record) > 4:
+            with self.log_path.open("a") as log:
+                log.write(json.dumps(record) + "\n")
+
+    def _save(self, step: int, optimizer: torch.optim.Optimizer) -> None:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "random": self.rng.getstate(),
+        }
+        torch.save(state, self.checkpoint)
+        save_checkpoint(copy.deepcopy(self.model).cpu().eval(), self.processor, self.args.out)
+
+    def _step(self, optimizer, parameters, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+
+    def tower_stage(self, step: int, state: dict | None, held_out: Dataset) -> int:
+        """Stage 1: the tower learns to name colour, shape, position and character per cell."""
+        args, model, dataset = self.args, self.model, self.dataset
+        parameters = [
+            *model.vision.parameters(),
+            *model.aux_global.parameters(),
+            *model.aux_crop.parameters(),
+        ]
+        optimizer = torch.optim.AdamW(parameters, lr=args.tower_lr, weight_decay=0.01)
+        if state is not None:
+            load_optimizer(optimizer, state["optimizer"])
+        while step < args.tower_steps:
+            model.train()
+            lr = cosine_lr(step, args.tower_steps, warmup=50, peak=args.tower_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            views = [self.rng.randrange(len(dataset.views)) for _ in range(args.batch)]
+            crops = [self.rng.randrange(len(dataset.crops)) for _ in range(args.batch)]
+            parts = tower_losses(model, tower_targets(dataset, views, crops))
+            self._step(optimizer, parameters, sum(parts.values()))
+            step += 1
+            record: dict = {"step": step, "stage": "tower", "lr": lr}
+            record["elapsed_s"] = round(time.time() - self.started, 1)
+            if step % args.eval_every == 0 or step == args.tower_steps:
+                record["held_out"] = {
+                    k: round(v, 4) for k, v in tower_metrics(model, held_out).items()
+                }
+                self.progress.console.log(f"tower step {step}: {record['held_out']}")
+            self._log(record, parts)
+            if step % args.save_every == 0 or step == args.tower_steps:
+                self._save(step, optimizer)
+        self.running.clear()
+        return step
+
+    def agent_stage(self, step: int, state: dict | None) -> None:
+        """Stage 2: the decoder learns the protocol and to route to the tags, tower frozen."""
+        args, model, dataset = self.args, self.model, self.dataset
+        for module in (model.vision, model.aux_global, model.aux_crop):
+            module.requires_grad_(False)
+        parameters = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.01)
+        if state is not None:
+            load_optimizer(optimizer, state["optimizer"])
+        with console.status("caching the frozen tower's features"):
+            views = tower_features(model.eval(), dataset.views, args.device)
+            crops = tower_features(model, dataset.crops, args.device)
+        by_mode = {
+            tools_on: [i for i, e in enumerate(dataset.examples) if e.tools_on == tools_on]
+            for tools_on in (False, True)
+        }
+        tools_on_share = len(by_mode[True]) / len(dataset.examples)
+        first, total = args.tower_steps, args.tower_steps + args.steps
+        while step < total:
+            model.train()
+            lr = cosine_lr(step - first, args.steps, warmup=100, peak=args.lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            mode = by_mode[self.rng.random() < tools_on_share]
+            indices = [self.rng.choice(mode) for _ in range(args.batch)]
+            batch = make_batch(indices, dataset, self.encoded, self.processor, self.vocab)
+            parts = language_loss(model, batch, views, crops)
+            loss = (
+                parts["language"]
+                + 0.5 * (parts["pointer"] + parts["copy"])
+                + 0.01 * parts["balance"]
+            )
+            self._step(optimizer, parameters, loss)
+            step += 1
+            record: dict = {"step": step, "stage": "agent", "lr": lr}
+            record["elapsed_s"] = round(time.time() - self.started, 1)
+            if (step - first) % args.eval_every == 0 or step == total:
+                # The runtime serves on CPU; evaluate a CPU copy so training state is untouched.
+                runtime = TinyRuntime(copy.deepcopy(model).cpu(), self.processor)
+                record["eval"] = evaluate(runtime, args.eval_jobs, seed=10_000 + args.seed)
+                self.progress.console.log(f"agent step {step}: {record['eval']}")
+            self._log(record, parts)
+            if step % args.save_every == 0 or step == total:
+                self._save(step, optimizer)
 
 
 if __name__ == "__main__":

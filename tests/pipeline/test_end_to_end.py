@@ -22,11 +22,6 @@ def full_run(tmp_path_factory: pytest.TempPathFactory, corpus: Path, triton):
     return out, annotate_run(corpus, out, triton.grpc_url)
 
 
-@pytest.mark.xfail(
-    reason="the embedded model has not reached its accuracy bar yet (issue 3; "
-    "docs/tiny_model.md has its curves)",
-    strict=False,
-)
 def test_synthetic_corpus_is_answered_well_above_chance(full_run, corpus: Path) -> None:
     _, result = full_run
     summary = result.summary

@@ -1,0 +1,101 @@
+"""The training recipe's pure logic: where the pointer heads copy from, and a tower whose
+output does not depend on train/eval mode."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from tiny_agent import task
+from tiny_agent.chat import ChatProcessor
+from tiny_agent.data import CELL, build_dataset, conversation
+from tiny_agent.model import TinyVLM, TinyVLMConfig
+from tiny_agent.train import PointerVocabulary, pointer_sources
+
+TINY = Path(__file__).resolve().parents[2] / "triton_repo" / "agent_vlm" / "tiny"
+
+
+@pytest.fixture(scope="module")
+def processor() -> ChatProcessor:
+    return ChatProcessor.load(TINY, grid=8, image_side=128)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return build_dataset(2, seed=5, workers=1)
+
+
+def _routes(processor, dataset, example):
+    rendered = processor.render(conversation(example.question, example.tools_on), False)
+    ids = rendered.ids
+    images = [i for i, token in enumerate(ids) if token == processor.image_id]
+    vocab = PointerVocabulary(processor)
+    routes = []
+    for query, key, head, layer, token in pointer_sources(
+        ids, rendered.targets, example, dataset, vocab
+    ):
+        copied = processor.decode([token])
+        # The pointer layer's query is the position that predicts the copied token.
+        assert layer == 1 or ids[query + 1] == token
+        if key in images:
+            index = images.index(key)
+            source = ("view", index) if index < 64 else ("crop", index - 64)
+        else:
+            source = ("text", processor.decode([ids[key]]))
+        routes.append((copied, source, head, layer))
+    return routes
+
+
+def test_zoom_trajectory_routes_each_copied_token(processor, dataset):
+    example = next(e for e in dataset.examples if e.question.kind == "zoom" and e.tools_on)
+    marker = example.question.target
+    scale = 128 / task.IMAGE_SIDE
+    cell = int(marker.y * scale // CELL) * 8 + int(marker.x * scale // CELL)
+    glyph = int(dataset.crop_chars[example.crop][0])
+    x, y = f"{marker.x / task.IMAGE_SIDE:.2f}"[2:], f"{marker.y / task.IMAGE_SIDE:.2f}"[2:]
+    colour = (f" {marker.colour}", ("text", f" {marker.colour}"), 0, 1)
+    assert _routes(processor, dataset, example) == [
+        (f" {marker.colour}", ("text", f" {marker.colour}"), 0, 2),
+        (f" {marker.shape}", ("text", f" {marker.shape}"), 0, 2),
+        # Each digit: first the colour the thinking named, then the digit from that cell.
+        colour,
+        (x[0], ("view", cell), 1, 2),
+        colour,
+        (x[1], ("view", cell), 2, 2),
+        colour,
+        (y[0], ("view", cell), 3, 2),
+        colour,
+        (y[1], ("view", cell), 4, 2),
+        (f" {marker.colour}", ("text", f" {marker.colour}"), 0, 2),
+        (f" {marker.shape}", ("text", f" {marker.shape}"), 0, 2),
+        (f" {marker.char}", ("crop", glyph), 0, 2),
+        (marker.char, ("text", f" {marker.char}"), 0, 2),
+    ]
+
+
+def test_global_answers_come_from_the_view_and_guesses_are_not_routed(processor, dataset):
+    colour = next(e for e in dataset.examples if e.question.kind == "colour")
+    routes = _routes(processor, dataset, colour)
+    marker = colour.question.target
+    assert routes[0] == (f" {marker.shape}", ("text", f" {marker.shape}"), 0, 2)
+    assert routes[1][0] == f" {marker.colour}" and routes[1][1][0] == "view"
+    assert routes[2] == (marker.colour, ("text", f" {marker.colour}"), 0, 2)
+    # Without tools the character cannot be read: the guess has no source, the answer copies it.
+    zoom = next(e for e in dataset.examples if e.question.kind == "zoom")
+    guess = dataclasses.replace(zoom, tools_on=False, crop=-1)
+    copied = [route[0] for route in _routes(processor, dataset, guess)]
+    assert f" {guess.question.target.char}" not in copied
+    assert guess.question.target.char in copied
+
+
+def test_tower_features_do_not_depend_on_train_or_eval_mode():
+    # Batch norm's running statistics, averaged over views and crops, once made the served
+    # model see features it never trained on; a per-image norm cannot.
+    torch.manual_seed(0)
+    model = TinyVLM(TinyVLMConfig(vocab_size=64, d_model=32, n_heads=2, d_expert=32))
+    views = torch.rand(3, 3, 128, 128)
+    model.train()
+    trained = model.encode_images(views)
+    model.eval()
+    torch.testing.assert_close(model.encode_images(views), trained)
