@@ -49,6 +49,7 @@ from beam_pipelines.agent.records import (
     parse_choice,
 )
 from beam_pipelines.io.files import read_bytes
+from tiny_agent import task
 
 #: Tools whose calls are deterministic given the image and arguments, so replay is meaningful.
 REPLAYABLE_TOOLS = ("code", "image_zoom_in_tool")
@@ -405,17 +406,7 @@ class ImageReasoningConsistency(TrajectoryFilter):
         return None
 
 
-#: The synthetic task's vocabulary (tiny_agent.task); kept here so the pipeline does not
-#: import the training package. A test checks the two agree.
-MARKER_COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (205, 30, 35),
-    "green": (25, 145, 45),
-    "blue": (30, 70, 205),
-    "yellow": (235, 200, 15),
-    "purple": (130, 45, 170),
-    "orange": (245, 125, 20),
-}
-MARKER_SHAPES = ("circle", "square", "diamond")
+MARKER_COLOURS, MARKER_SHAPES = task.COLOURS, task.SHAPES
 _NAMED_MARKER = re.compile(
     rf"\b({'|'.join(MARKER_COLOURS)})\s+({'|'.join(MARKER_SHAPES)}|marker)\b", re.IGNORECASE
 )

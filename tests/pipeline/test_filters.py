@@ -14,8 +14,6 @@ from beam_pipelines.agent import loop
 from beam_pipelines.agent.images import encode_png, sha256_hex
 from beam_pipelines.agent.records import ImageRef, Job, Observation, ToolSpec, Trajectory
 from beam_pipelines.filters import (
-    MARKER_COLOURS,
-    MARKER_SHAPES,
     AnswerMatches,
     FilterChain,
     FinalThinkAgrees,
@@ -256,12 +254,6 @@ def test_image_claims_pair_each_image_with_the_next_reasoning(tmp_path: Path, sc
     assert claim.step == 1 and claim.image == at_target
     assert claim.reasoning == "The zoomed yellow square holds F."
     assert claim.view == at_target.uri
-
-
-def test_the_marker_vocabulary_is_the_synthetic_tasks() -> None:
-    from tiny_agent.task import COLOURS, SHAPES
-
-    assert MARKER_COLOURS == COLOURS and MARKER_SHAPES == SHAPES
 
 
 def test_judge_verdicts() -> None:
