@@ -63,18 +63,22 @@ class Rejection:
     reason: str
 
 
-class TrajectoryFilter(ABC):
-    """One named check. `setup` acquires what it needs (tools, clients) once per worker."""
+class WorkerResource(ABC):
+    """A named part of the filter pipeline that may hold resources (tools, clients)."""
 
     name: ClassVar[str]
 
     def setup(self) -> None:
-        """Acquire resources (called once per worker before the first `check`)."""
+        """Acquire resources (called once per worker before first use)."""
         return None
 
     def teardown(self) -> None:
         """Release what `setup` acquired."""
         return None
+
+
+class TrajectoryFilter(WorkerResource):
+    """One named check of a whole trajectory."""
 
     @abstractmethod
     def check(self, traj: Trajectory) -> str | None:
@@ -366,18 +370,8 @@ def _observation_views(traj: Trajectory) -> list[str]:
     return uris
 
 
-class ImageJudge(ABC):
+class ImageJudge(WorkerResource):
     """Decides whether one tool-produced image shows what the reasoning after it says."""
-
-    name: ClassVar[str]
-
-    def setup(self) -> None:
-        """Acquire clients (once per worker)."""
-        return None
-
-    def teardown(self) -> None:
-        """Release them."""
-        return None
 
     @abstractmethod
     def judge(self, traj: Trajectory, claim: ImageClaim) -> str | None:
