@@ -9,6 +9,7 @@ import queue
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,12 @@ def test_a_batch_mixing_valid_and_invalid_requests(client: Any) -> None:
     ]
     before = _statistics(client)
     replies = _send_concurrently(client, requests)
+    # Triton updates its statistics after a response is sent; give them a moment to settle.
+    deadline = time.monotonic() + 10
     after = _statistics(client)
+    while after[0] - before[0] < len(requests) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        after = _statistics(client)
 
     reasons = [r.finish_reason for r in replies]
     assert reasons[1] == reasons[3] == reasons[4] == reasons[6] == "error"
