@@ -7,7 +7,20 @@ and the sandboxes it waited for). The jobs cycle over a hundred synthetic images
 ids, so the large run has ten times the jobs, trajectories, traces and answer rows without
 ten times the image rendering.
 
-    python benchmarks/memory.py [--small 500] [--large 5000] [--triton-url H:P]
+`--model tiny` (the default) serves the project's `triton_repo`, the embedded tiny model; 5,500
+jobs of it cost about 45 minutes of CPU. `--model scripted` serves the scripted `agent_vlm` of
+the pipeline tests (`tests/pipeline/scripted_repo`) instead, and rewrites each job's question
+to `CALL <code tool call>` cropping a 160 px box around the job's target marker (the tiny
+model's own zoom code, `tiny_agent.data.crop_code`). Every job then takes the path a zoom takes
+with the real model: a tool call parsed from the reply, a sandboxed `code` run that crops the
+full-resolution image, a tool image written, an observation, an answer, and the trajectory,
+trace and answer writers. That is a fair load for a memory measurement: the pipeline's memory
+depends on the elements it holds, not on the model's arithmetic, which runs in the server, not
+in the measured process; a faster model means more elements in flight per second, not fewer.
+The results record which model was used.
+
+    python benchmarks/memory.py [--model tiny|scripted] [--small 500] [--large 5000]
+        [--triton-url H:P]
 """
 
 from __future__ import annotations
@@ -28,21 +41,56 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from beam_pipelines.serve import TritonServer  # noqa: E402
+from beam_pipelines.serve import DEFAULT_MODEL_REPOSITORY, TritonServer  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "memory.json"
 DISTINCT_IMAGES = 100
+SCRIPTED_REPO = REPO_ROOT / "tests" / "pipeline" / "scripted_repo"
 
 
-def write_jobs(base: Path, n: int, destination: Path) -> Path:
-    """`n` jobs cycling over the base corpus's jobs, each with its own id."""
+def scripted_question(job: dict[str, Any]) -> str:
+    """`CALL` + the `code` call that crops a 160 px box around the job's target marker."""
+    from tiny_agent import task
+    from tiny_agent.data import crop_code
+
+    target = job["meta"]["target"]
+    code = crop_code(f"{target['x'] / task.IMAGE_SIDE:.2f}", f"{target['y'] / task.IMAGE_SIDE:.2f}")
+    return "CALL " + json.dumps({"name": "code", "arguments": {"code": code}})
+
+
+def write_jobs(base: Path, n: int, destination: Path, scripted: bool = False) -> Path:
+    """`n` jobs cycling over the base corpus's jobs, each with its own id; with `scripted`,
+    each question is the scripted model's call (`scripted_question`)."""
     templates = [json.loads(line) for line in base.read_text().splitlines()]
+    if scripted:
+        # Without options: the protocol appends them to the question, after the call's JSON.
+        templates = [
+            {k: v for k, v in job.items() if k not in ("options", "answer")}
+            | {"question": scripted_question(job)}
+            for job in templates
+        ]
     with destination.open("w") as f:
         for i in range(n):
             job = dict(templates[i % len(templates)])
             job["id"] = f"mem-{i:06d}"
             f.write(json.dumps(job) + "\n")
     return destination
+
+
+def answer_rows(out: Path) -> dict[str, int]:
+    """What the run wrote: answer rows by status, and how many made at least one tool call."""
+    import pyarrow.parquet as pq
+
+    rows = [
+        row
+        for part in sorted(out.glob("runs/*/answers/*.parquet"))
+        for row in pq.read_table(part, columns=["status", "tool_calls"]).to_pylist()
+    ]
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    counts["with_tool_call"] = sum(1 for row in rows if row["tool_calls"])
+    return counts
 
 
 def measure(
@@ -72,6 +120,7 @@ def measure(
     lines = sum(1 for _ in jobs.open())
     return {
         "jobs": lines,
+        "rows": answer_rows(out),
         "peak_rss_mib": usage.ru_maxrss / 1024,  # Linux reports KiB
         "wall_s": wall_s,
         "jobs_per_s": lines / wall_s,
@@ -80,6 +129,13 @@ def measure(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model",
+        choices=("tiny", "scripted"),
+        default="tiny",
+        help="tiny: the embedded model (triton_repo); scripted: the pipeline tests' scripted "
+        "agent_vlm, every job one sandboxed crop then an answer",
+    )
     parser.add_argument("--small", type=int, default=500)
     parser.add_argument("--large", type=int, default=5000)
     parser.add_argument("--max-turns", type=int, default=6)
@@ -95,11 +151,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-mem-")))
         base = write_corpus(work / "base", DISTINCT_IMAGES, seed=99)
         url = args.triton_url
+        scripted = args.model == "scripted"
         if not url:
-            url = stack.enter_context(TritonServer(log_file=work / "tritonserver.log")).grpc_url
+            repository = SCRIPTED_REPO if scripted else DEFAULT_MODEL_REPOSITORY
+            server = TritonServer(repository, log_file=work / "tritonserver.log")
+            url = stack.enter_context(server).grpc_url
         runs = {}
         for name, n in (("small", args.small), ("large", args.large)):
-            jobs = write_jobs(base, n, work / f"{name}.jsonl")
+            jobs = write_jobs(base, n, work / f"{name}.jsonl", scripted)
             extra = [f"--max_tokens={args.max_tokens}"] if args.max_tokens else []
             runs[name] = measure(
                 jobs, work / f"out-{name}", url, args.max_turns, args.concurrency, extra
@@ -107,12 +166,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ratio = runs["large"]["peak_rss_mib"] / runs["small"]["peak_rss_mib"]
     line = (
-        f"memory: peak RSS {runs['small']['peak_rss_mib']:.0f} MiB at {args.small} jobs, "
+        f"memory ({args.model} model): peak RSS {runs['small']['peak_rss_mib']:.0f} MiB at "
+        f"{args.small} jobs, "
         f"{runs['large']['peak_rss_mib']:.0f} MiB at {args.large} jobs: ratio {ratio:.2f} "
         "(aim <= 1.5)"
     )
     result = {
         "benchmark": "memory",
+        "model": args.model,
+        "model_repository": (
+            args.triton_url
+            or str((SCRIPTED_REPO if scripted else DEFAULT_MODEL_REPOSITORY).relative_to(REPO_ROOT))
+        ),
         "runs": runs,
         "rss_ratio": ratio,
         "summary": line,
