@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import pickle
 import random
@@ -55,6 +56,9 @@ from tiny_agent.runtime import SamplingSettings, TinyRuntime, save_checkpoint
 
 console = Console()
 VOCAB_SIZE = 1024
+#: How much more often than its share an example of a question kind is drawn: colour questions
+#: (the rarest, 15 % of the examples) need the slowest lookup, a marker found by its shape.
+KIND_WEIGHTS = {"colour": 2.0}
 
 
 def _texts(conversations: list[list[dict]]):
@@ -127,12 +131,16 @@ def pointer_sources(
     digits of a crop box, from the global view's cell where the target marker sits; the
     character from the crop's cell where the glyph sits; an answer from the word the thinking
     named. Training the pointer heads on these makes the routing a supervised skill instead of
-    one the language loss must discover (TINY_MODEL.md saw it never discovered). Words go
-    through head 0 of layer 2; each of the four digits of a crop centre (x tenths, x
+    one the language loss must discover (TINY_MODEL.md saw it never discovered). Text copies
+    go through head 0 of layer 2; each of the four digits of a crop centre (x tenths, x
     hundredths, y tenths, y hundredths) through its own head 1–4 of layer 2, which reads that
-    digit off the cell's location tokens. To find the cell, a digit's query must know which
-    marker the crop is for, so head 0 of layer 1 first brings it the colour the thinking
-    named: a two-step lookup, each step supervised.
+    digit off the cell's location tokens; a shape read off the view (the marker found by its
+    colour) through head 5, and a colour read off the view (found by its shape) through head 0
+    of layer 3: sharing a head, the shape-keyed lookup never formed, its queries matching the
+    colours of the question's options instead. To find the cell, the query must know which
+    marker is meant, so a head of layer 1 first brings it what the thinking named: for a
+    digit, head 0 the colour; for a colour or shape read off the view, head 1 the other
+    attribute ("the square is" → red). A two-step lookup, each step supervised.
     """
     images = [i for i, token in enumerate(ids) if token == vocab.image]
     view, crop = images[0], (images[64] if len(images) > 64 else None)
@@ -147,12 +155,19 @@ def pointer_sources(
     for j in range(1, len(ids)):
         if not targets[j]:
             continue
-        token, source, head = ids[j], None, 0
+        token, source, head, layer = ids[j], None, 0, 2
         turn = max(i for i in range(j) if not targets[i])
         if token in vocab.chars and crop is not None and j > crop:
             source = crop + int(dataset.crop_chars[example.crop][0])
+        elif token in vocab.attributes and token in question:
+            source = question[token]
         elif token in vocab.attributes:
-            source = question.get(token, view + cell)
+            source = view + cell
+            # By colour (a shape read off the view) or by shape (a colour): one head each.
+            head, layer = (0, 3) if token in vocab.colours else (5, 2)
+            named = [i for i in range(turn, j) if ids[i] in vocab.attributes]
+            if named:
+                pairs.append((j - 1, named[-1], 1, 1, ids[named[-1]]))
         elif token in vocab.digits and decimal in (ids[j - 2 : j], ids[j - 3 : j - 1]):
             tenths = ids[j - 2 : j] == decimal
             numbers += tenths
@@ -163,7 +178,7 @@ def pointer_sources(
             named = [i for i in range(turn, j) if ids[i] == vocab.spaced[token]]
             source = named[-1] if named else None
         if source is not None:
-            pairs.append((j - 1, source, head, 2, token))
+            pairs.append((j - 1, source, head, layer, token))
     return pairs
 
 
@@ -419,8 +434,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("triton_repo/agent_vlm/tiny"))
     parser.add_argument("--work", type=Path, default=Path("build/tiny_train"))
     parser.add_argument("--images", type=int, default=3000)
-    parser.add_argument("--tower-steps", type=int, default=600, help="stage 1: the tag heads")
-    parser.add_argument("--steps", type=int, default=2700, help="stage 2: the agent")
+    parser.add_argument("--tower-steps", type=int, default=800, help="stage 1: the tag heads")
+    parser.add_argument("--steps", type=int, default=4200, help="stage 2: the agent")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--tower-lr", type=float, default=2e-3)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -590,19 +605,20 @@ class Trainer:
         with console.status("caching the frozen tower's features"):
             views = tower_features(model.eval(), dataset.views, args.device)
             crops = tower_features(model, dataset.crops, args.device)
-        by_mode = {
-            tools_on: [i for i, e in enumerate(dataset.examples) if e.tools_on == tools_on]
-            for tools_on in (False, True)
-        }
-        tools_on_share = len(by_mode[True]) / len(dataset.examples)
+        by_mode = {}
+        for tools_on in (False, True):
+            members = [i for i, e in enumerate(dataset.examples) if e.tools_on == tools_on]
+            weights = (KIND_WEIGHTS.get(dataset.examples[i].question.kind, 1.0) for i in members)
+            by_mode[tools_on] = (members, list(itertools.accumulate(weights)))
+        tools_on_share = len(by_mode[True][0]) / len(dataset.examples)
         first, total = args.tower_steps, args.tower_steps + args.steps
         while step < total:
             model.train()
             lr = cosine_lr(step - first, args.steps, warmup=100, peak=args.lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            mode = by_mode[self.rng.random() < tools_on_share]
-            indices = [self.rng.choice(mode) for _ in range(args.batch)]
+            members, cumulative = by_mode[self.rng.random() < tools_on_share]
+            indices = self.rng.choices(members, cum_weights=cumulative, k=args.batch)
             batch = make_batch(indices, dataset, self.encoded, self.processor, self.vocab)
             parts = language_loss(model, batch, views, crops)
             loss = (

@@ -74,13 +74,24 @@ def test_zoom_trajectory_routes_each_copied_token(processor, dataset):
     ]
 
 
-def test_global_answers_come_from_the_view_and_guesses_are_not_routed(processor, dataset):
+def test_global_answers_come_from_the_view_one_head_per_lookup_key(processor, dataset):
     colour = next(e for e in dataset.examples if e.question.kind == "colour")
-    routes = _routes(processor, dataset, colour)
     marker = colour.question.target
-    assert routes[0] == (f" {marker.shape}", ("text", f" {marker.shape}"), 0, 2)
-    assert routes[1][0] == f" {marker.colour}" and routes[1][1][0] == "view"
-    assert routes[2] == (marker.colour, ("text", f" {marker.colour}"), 0, 2)
+    shape = (f" {marker.shape}", ("text", f" {marker.shape}"))
+    routes = _routes(processor, dataset, colour)
+    # "The square is red": the shape comes from the question; layer 1 brings it to "is", and
+    # head 0 of layer 3 reads the colour off the square's cell; the answer copies the thinking.
+    assert routes[:2] == [(*shape, 0, 2), (*shape, 1, 1)]
+    assert routes[2][0] == f" {marker.colour}" and routes[2][1][0] == "view"
+    assert routes[2][2:] == (0, 3)
+    assert routes[3] == (marker.colour, ("text", f" {marker.colour}"), 0, 2)
+    # "The red marker is a square": found by its colour, read through head 5 of layer 2.
+    shaped = next(e for e in dataset.examples if e.question.kind == "shape")
+    marker = shaped.question.target
+    routes = _routes(processor, dataset, shaped)
+    assert routes[1] == (f" {marker.colour}", ("text", f" {marker.colour}"), 1, 1)
+    assert routes[2][0] == f" {marker.shape}" and routes[2][1][0] == "view"
+    assert routes[2][2:] == (5, 2)
     # Without tools the character cannot be read: the guess has no source, the answer copies it.
     zoom = next(e for e in dataset.examples if e.question.kind == "zoom")
     guess = dataclasses.replace(zoom, tools_on=False, crop=-1)
