@@ -2,6 +2,7 @@
 output does not depend on train/eval mode."""
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,24 @@ def test_tower_features_do_not_depend_on_train_or_eval_mode():
     trained = model.encode_images(views)
     model.eval()
     torch.testing.assert_close(model.encode_images(views), trained)
+
+
+@pytest.mark.slow
+def test_make_train_tiny_runs_from_scratch_and_resumes(tmp_path):
+    # The whole recipe in small: render, tokenizer, tower stage, cached features, agent stage,
+    # held-out evaluations, weights the runtime serves; a rerun with more steps resumes.
+    from tiny_agent.runtime import SamplingSettings, TinyRuntime
+    from tiny_agent.train import main
+
+    work, out = tmp_path / "work", tmp_path / "out"
+    small = ["--images", "60", "--batch", "4", "--eval-jobs", "4", "--eval-every", "2"]
+    common = ["--work", str(work), "--out", str(out), *small, "--save-every", "2"]
+    main([*common, "--tower-steps", "2", "--steps", "2"])
+    main([*common, "--tower-steps", "2", "--steps", "4"])  # resumes at step 4
+    log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
+    evaluations = [(r["stage"], r["step"]) for r in log if "held_out" in r or "eval" in r]
+    assert evaluations == [("tower", 2), ("agent", 4), ("agent", 6)]
+    runtime = TinyRuntime.load(out)
+    messages = [{"role": "user", "content": "What character is inside the red circle?"}]
+    (generation,) = runtime.generate([(messages, SamplingSettings(max_tokens=4))])
+    assert 1 <= generation.completion_tokens <= 4
