@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,11 +51,10 @@ SCRIPTED_REPO = REPO_ROOT / "tests" / "pipeline" / "scripted_repo"
 
 def scripted_question(job: dict[str, Any]) -> str:
     """`CALL` + the `code` call that crops a 160 px box around the job's target marker."""
-    from tiny_agent import task
-    from tiny_agent.data import crop_code
+    from tiny_agent.data import crop_code, fraction
 
     target = job["meta"]["target"]
-    code = crop_code(f"{target['x'] / task.IMAGE_SIDE:.2f}", f"{target['y'] / task.IMAGE_SIDE:.2f}")
+    code = crop_code(fraction(target["x"]), fraction(target["y"]))
     return "CALL " + json.dumps({"name": "code", "arguments": {"code": code}})
 
 
@@ -79,18 +79,13 @@ def write_jobs(base: Path, n: int, destination: Path, scripted: bool = False) ->
 
 def answer_rows(out: Path) -> dict[str, int]:
     """What the run wrote: answer rows by status, and how many made at least one tool call."""
-    import pyarrow.parquet as pq
+    from beam_pipelines.io.layout import OutputLayout
+    from beam_pipelines.summary import read_answers
 
-    rows = [
-        row
-        for part in sorted(out.glob("runs/*/answers/*.parquet"))
-        for row in pq.read_table(part, columns=["status", "tool_calls"]).to_pylist()
-    ]
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    rows = read_answers(OutputLayout(str(out), run_id="").all_answers_glob())
+    counts = Counter(row["status"] for row in rows)
     counts["with_tool_call"] = sum(1 for row in rows if row["tool_calls"])
-    return counts
+    return dict(counts)
 
 
 def measure(

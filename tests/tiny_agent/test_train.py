@@ -12,7 +12,8 @@ from tiny_agent import task
 from tiny_agent.chat import ChatProcessor
 from tiny_agent.data import CELL, build_dataset, conversation
 from tiny_agent.model import TinyVLM, TinyVLMConfig
-from tiny_agent.train import PointerVocabulary, pointer_sources
+from tiny_agent.runtime import SamplingSettings, TinyRuntime
+from tiny_agent.train import PointerVocabulary, main, pointer_sources
 
 TINY = Path(__file__).resolve().parents[2] / "triton_repo" / "agent_vlm" / "tiny"
 
@@ -117,9 +118,6 @@ def test_tower_features_do_not_depend_on_train_or_eval_mode():
 def test_make_train_tiny_runs_from_scratch_and_resumes(tmp_path):
     # The whole recipe in small: render, tokenizer, tower stage, cached features, agent stage,
     # held-out evaluations, weights the runtime serves; a rerun with more steps resumes.
-    from tiny_agent.runtime import SamplingSettings, TinyRuntime
-    from tiny_agent.train import main
-
     work, out = tmp_path / "work", tmp_path / "out"
     small = ["--images", "60", "--batch", "4", "--eval-jobs", "4", "--eval-every", "2"]
     common = ["--work", str(work), "--out", str(out), *small, "--save-every", "2"]
