@@ -1,9 +1,12 @@
 """Accuracy of the embedded tiny model through the real stack, with and without tools.
 
-Writes a held-out synthetic corpus (a seed never used in training), starts the local Triton
-server with the tiny model once, and runs the annotate pipeline on the corpus twice: with the
-sandboxed `code` tool, and with no tool at all (the model must answer from the global view).
-Reports accuracy by question kind for both, as JSON plus a one-line summary.
+Writes a held-out synthetic corpus (a seed never used in training) with zoom, search and
+global questions, starts the local Triton server with the tiny model once, and runs the
+annotate pipeline on the corpus three times: with the sandboxed `code` tool and the offline
+`text_search` (its default corpus, whose codebook no training example read; one result per
+query, as the tiny model's deployments set it), with `code` alone (search questions cannot be
+answered), and with no tool at all (the model must answer from the global view). Reports
+accuracy and tool use by question kind for each, as JSON plus a one-line summary.
 
     python benchmarks/tiny_accuracy.py [--n 240] [--seed 20261125]
 """
@@ -22,6 +25,7 @@ from beam_pipelines.summary import read_answers
 from tiny_agent.task import write_corpus
 
 RESULTS = Path(__file__).parent / "results" / "tiny_accuracy.json"
+MODES = {"tools": "code,text_search", "code_only": "code", "no_tools": ""}
 
 
 def accuracy(jobs: dict[str, dict], answers: list[dict]) -> dict[str, dict[str, float]]:
@@ -47,17 +51,21 @@ def main() -> None:
     parser.add_argument("--max_in_flight", type=int, default=32)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tiny-accuracy-"))
-    corpus = write_corpus(work / "corpus", args.n, args.seed)
+    corpus = write_corpus(
+        work / "corpus", args.n, args.seed, zoom_fraction=0.5, search_fraction=0.25
+    )
     jobs = {job["id"]: job for job in map(json.loads, corpus.read_text().splitlines())}
     results: dict = {"n": args.n, "seed": args.seed}
     with TritonServer(log_file=work / "tritonserver.log") as server:
-        for mode, tools in (("tools", "code"), ("no_tools", "")):
+        for mode, tools in MODES.items():
+            options = ["--tool_option=text_search.max_results=1"] if "text_search" in tools else []
             run = annotate.run(
                 [
                     f"--input={corpus}",
                     f"--output={work / mode}",
                     f"--triton_url={server.grpc_url}",
                     f"--tools={tools}",
+                    *options,
                     f"--max_in_flight={args.max_in_flight}",
                     "--max_turns=4",
                     "--max_tokens=256",
@@ -71,8 +79,10 @@ def main() -> None:
     with_tools, without = results["tools"], results["no_tools"]
     print(
         f"tiny model, {args.n} held-out jobs: with tools {with_tools['all']['accuracy']:.1%} "
-        f"(zoom {with_tools['zoom']['accuracy']:.1%}); tools disabled, zoom questions "
-        f"{without['zoom']['accuracy']:.1%}; results in {RESULTS}"
+        f"(zoom {with_tools['zoom']['accuracy']:.1%}, search "
+        f"{with_tools['search']['accuracy']:.1%}); tools disabled, zoom "
+        f"{without['zoom']['accuracy']:.1%}, search {without['search']['accuracy']:.1%}; "
+        f"results in {RESULTS}"
     )
 
 

@@ -3,10 +3,13 @@
 Every image is large and cluttered and holds 3–6 markers, each of its own colour, drawn as a
 circle, square or diamond with one bold character inside. In the model's 128×128 global view
 a marker is about ten pixels wide (colour and shape visible) while its character is four or
-five pixels tall (not readable); a crop of the full-resolution image reads it easily. Two kinds
+five pixels tall (not readable); a crop of the full-resolution image reads it easily. Three kinds
 of questions are mixed:
 
 - zoom questions, "What character is inside the red circle?", need a crop;
+- search questions, "Which codeword does the character inside the red circle stand for?", need
+  a crop and then a `text_search` of the codebook that only the offline corpus holds
+  (`tools.search.corpus.codebook`); the options are codewords of that codebook;
 - global questions ("What shape is the red marker?", "What colour is the square?") are
   answerable from the global view, so the model learns when a tool is not needed.
 
@@ -24,6 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+
+from tools.search.corpus import codebook
 
 IMAGE_SIDE = 2048
 MARKER_SIDE = (136, 156)
@@ -72,7 +77,7 @@ class Scene:
 class Question:
     """A question about a scene, with four options and the correct letter."""
 
-    kind: str  # "zoom", "shape" or "colour"
+    kind: str  # "zoom", "search", "shape" or "colour"
     text: str
     options: tuple[str, ...]
     answer: str
@@ -170,11 +175,12 @@ def _options(rng: random.Random, correct: str, pool: list[str]) -> tuple[tuple[s
     return tuple(options), LETTERS[options.index(correct)]
 
 
-def make_question(rng: random.Random, scene: Scene, kind: str) -> Question:
+def make_question(rng: random.Random, scene: Scene, kind: str, codebook_seed: int = 0) -> Question:
     """A question of the given kind about a random marker of the scene.
 
     A colour question names a shape, so it is asked only about a marker whose shape is unique
-    in the scene; a scene without one gets a shape question instead.
+    in the scene; a scene without one gets a shape question instead. A search question's
+    options are codewords that the codebook of `codebook_seed` gives the task's characters.
     """
     shapes = [m.shape for m in scene.markers]
     unique = [m for m in scene.markers if shapes.count(m.shape) == 1]
@@ -184,25 +190,54 @@ def make_question(rng: random.Random, scene: Scene, kind: str) -> Question:
         return Question(kind, f"What colour is the {marker.shape}?", options, letter, marker)
     marker = rng.choice(scene.markers)
     if kind in ("shape", "colour"):
-        kind = "shape"
-        text = f"What shape is the {marker.colour} marker?"
         options, letter = _options(rng, marker.shape, [*SHAPES, SHAPE_DISTRACTOR])
+        return Question(
+            "shape", f"What shape is the {marker.colour} marker?", options, letter, marker
+        )
+    return ask_character(rng, marker, kind, codebook_seed)
+
+
+def ask_character(
+    rng: random.Random, marker: Marker, kind: str, codebook_seed: int = 0
+) -> Question:
+    """A zoom question (the marker's character) or a search one (its codeword) about `marker`."""
+    name = f"{marker.colour} {marker.shape}"
+    if kind == "search":
+        book = {char: word for char, word in codebook(codebook_seed).items() if char in CHARACTERS}
+        text = f"Which codeword does the character inside the {name} stand for?"
+        options, letter = _options(rng, book[marker.char], list(book.values()))
     else:
-        text = f"What character is inside the {marker.colour} {marker.shape}?"
+        text = f"What character is inside the {name}?"
         options, letter = _options(rng, marker.char, list(CHARACTERS))
     return Question(kind, text, options, letter, marker)
 
 
-def question_kind(rng: random.Random, zoom_fraction: float) -> str:
-    if rng.random() < zoom_fraction:
+def question_kind(rng: random.Random, zoom_fraction: float, search_fraction: float = 0.0) -> str:
+    draw = rng.random()
+    if draw < zoom_fraction:
         return "zoom"
+    if draw < zoom_fraction + search_fraction:
+        return "search"
     return rng.choice(("shape", "colour"))
 
 
 def write_corpus(
-    out_dir: Path, n: int, seed: int, zoom_fraction: float = 0.7, quality: int = 92
+    out_dir: Path,
+    n: int,
+    seed: int,
+    zoom_fraction: float = 0.7,
+    quality: int = 92,
+    search_fraction: float = 0.0,
+    codebook_seed: int = 0,
 ) -> Path:
-    """Write `n` jobs (one image each) as `jobs.jsonl` plus `images/*.jpg`; return the JSONL."""
+    """Write `n` jobs (one image each) as `jobs.jsonl` plus `images/*.jpg`; return the JSONL.
+
+    Search questions (`search_fraction` of the jobs, taken from the global ones' share) ask
+    for codewords of the codebook of `codebook_seed`: the offline `text_search`'s default
+    corpus holds the codebook of seed 0.
+    """
+    if zoom_fraction + search_fraction > 1:
+        raise ValueError("zoom_fraction + search_fraction must be at most 1")
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -210,7 +245,8 @@ def write_corpus(
     with jobs_path.open("w") as jobs:
         for index in range(n):
             scene = make_scene(rng)
-            question = make_question(rng, scene, question_kind(rng, zoom_fraction))
+            kind = question_kind(rng, zoom_fraction, search_fraction)
+            question = make_question(rng, scene, kind, codebook_seed)
             image_path = out_dir / "images" / f"{seed}-{index:05d}.jpg"
             render(scene).save(image_path, quality=quality)
             job = {
@@ -223,7 +259,8 @@ def write_corpus(
                     "source": "tiny_agent",
                     "kind": question.kind,
                     "target": asdict(question.target) if question.target else None,
-                },
+                }
+                | ({"codebook_seed": codebook_seed} if question.kind == "search" else {}),
             }
             jobs.write(json.dumps(job) + "\n")
     return jobs_path
@@ -235,8 +272,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=100, help="number of jobs")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--zoom-fraction", type=float, default=0.7)
+    parser.add_argument(
+        "--search-fraction",
+        type=float,
+        default=0.0,
+        help="share of search questions (they need the code and text_search tools)",
+    )
+    parser.add_argument("--codebook-seed", type=int, default=0, help="seed of the codebook")
     args = parser.parse_args(argv)
-    path = write_corpus(args.out, args.n, args.seed, args.zoom_fraction)
+    path = write_corpus(
+        args.out,
+        args.n,
+        args.seed,
+        args.zoom_fraction,
+        search_fraction=args.search_fraction,
+        codebook_seed=args.codebook_seed,
+    )
     print(f"wrote {args.n} jobs to {path}")
 
 

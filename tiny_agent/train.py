@@ -8,8 +8,8 @@ visual tokens; a small CNN learned each visual skill alone in a few hundred step
    it holds; held-out accuracy of each is logged, so a tower that cannot see is caught before
    the agent is trained on it;
 2. agent: the tower is frozen (its features are computed once for every image) and the
-   decoder learns the protocol, when to zoom, where to crop and what to answer, from the
-   language loss on the assistant turns alone.
+   decoder learns the protocol, when to zoom, where to crop, when to search the codebook and
+   what to answer, from the language loss on the assistant turns and the pointer losses.
 
 Crops are tight (the glyph is a third of the sub-image) and jittered like the model's own
 localisation errors.
@@ -38,21 +38,30 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from beam_pipelines.agent.images import model_view
-from beam_pipelines.agent.records import parse_choice
+from beam_pipelines.agent.protocols import get_protocol
+from beam_pipelines.agent.records import ImageRef, Observation, parse_choice
 from tiny_agent import task
 from tiny_agent.chat import SPECIAL_TOKENS, ChatProcessor, train_tokenizer
 from tiny_agent.data import (
     CELL,
+    CODE,
     CROP_HALF,
+    CROP_VIEW,
+    NO_TOOLS,
+    SEARCH,
     VIEW_PIXELS,
     Dataset,
     Example,
     build_dataset,
+    codebook_search,
     conversation,
     from_fraction,
 )
 from tiny_agent.model import TinyVLM, TinyVLMConfig, attention_mask, cosine_lr, parameter_count
 from tiny_agent.runtime import SamplingSettings, TinyRuntime, save_checkpoint
+from tools.base import ToolContext
+from tools.search.corpus import CODEWORDS
+from tools.search.search_tools import TextSearchTool
 
 console = Console()
 VOCAB_SIZE = 1024
@@ -70,6 +79,15 @@ def _texts(conversations: list[list[dict]]):
             else:
                 yield from (part["text"] for part in content if part.get("type") == "text")
     yield from (f"{role}\n" for role in ("system", "user", "assistant"))
+    # Every word the model names is one token, spaced and not, however few examples there are.
+    words = [*sorted(task.COLOURS), *task.SHAPES, *task.CHARACTERS, *CODEWORDS]
+    yield from (f"<answer>{word}</answer> {word}" for word in words)
+
+
+def fit_processor(conversations: list[list[dict]]) -> ChatProcessor:
+    """A processor whose tokenizer is trained on the conversations' texts."""
+    tokenizer = train_tokenizer(_texts(conversations), VOCAB_SIZE)
+    return ChatProcessor(tokenizer, grid=8, image_side=128)
 
 
 def load_or_build(
@@ -81,16 +99,15 @@ def load_or_build(
     else:
         started = time.time()
         with console.status(f"rendering {images} training scenes"):
-            dataset = build_dataset(images, seed, workers)
+            dataset = build_dataset(images, seed, work / "codebooks", workers)
         data_path.write_bytes(pickle.dumps(dataset))
         console.log(f"built {len(dataset.examples)} examples in {time.time() - started:.0f}s")
-    conversations = [conversation(e.question, e.tools_on) for e in dataset.examples]
+    conversations = [dataset.conversation(e) for e in dataset.examples]
     tokenizer_path = work / "tokenizer.json"
     if tokenizer_path.exists():
         processor = ChatProcessor.load(work, grid=8, image_side=128)
     else:
-        tokenizer = train_tokenizer(_texts(conversations), VOCAB_SIZE)
-        processor = ChatProcessor(tokenizer, grid=8, image_side=128)
+        processor = fit_processor(conversations)
         processor.tokenizer.save(str(tokenizer_path))
     encoded = [processor.render(m, add_generation_prompt=False) for m in conversations]
     return dataset, processor, encoded
@@ -113,8 +130,10 @@ class PointerVocabulary:
         self.attributes = {one(f" {w}") for group in words.values() for w in group}
         self.colours = {one(f" {w}") for w in words["colour"]}
         self.chars = {one(f" {c}") for c in task.CHARACTERS}
+        self.codewords = {one(f" {w}") for w in CODEWORDS}
         self.spaced = {
-            one(w): one(f" {w}") for w in [*words["colour"], *words["shape"], *task.CHARACTERS]
+            one(w): one(f" {w}")
+            for w in [*words["colour"], *words["shape"], *task.CHARACTERS, *CODEWORDS]
         }
         self.digits = {one(str(d)) for d in range(10)}
         self.zero, self.dot, self.options = one("0"), one("."), one("Options")
@@ -130,9 +149,11 @@ def pointer_sources(
     colour or shape the question names from the question; any other colour or shape, and the
     digits of a crop box, from the global view's cell where the target marker sits; the
     character from the crop's cell where the glyph sits; an answer from the word the thinking
-    named. Training the pointer heads on these makes the routing a supervised skill instead of
-    one the language loss must discover (TINY_MODEL.md saw it never discovered). Text copies
-    go through head 0 of layer 2; each of the four digits of a crop centre (x tenths, x
+    named, or a codeword from the search result (any later mention of the character, from the
+    crop again). Training the pointer heads on these makes the routing a supervised skill
+    instead of one the language loss must discover (TINY_MODEL.md saw it never discovered).
+    Text copies go through head 0 of layer 2, a codeword read off the search result through
+    head 1 of layer 3; each of the four digits of a crop centre (x tenths, x
     hundredths, y tenths, y hundredths) through its own head 1–4 of layer 2, which reads that
     digit off the cell's location tokens; a shape read off the view (the marker found by its
     colour) through head 5, and a colour read off the view (found by its shape) through head 0
@@ -174,6 +195,10 @@ def pointer_sources(
             source, head = view + cell, 2 * numbers - tenths
             colour = max(i for i in range(turn, j) if ids[i] in vocab.colours)
             pairs.append((j - 1, colour, 0, 1, ids[colour]))
+        elif token in vocab.codewords and crop is not None:
+            # The result's mention: the options (also before the crop) list it too.
+            found = [i for i in range(crop, turn) if ids[i] == token]
+            source, head, layer = (found[-1] if found else None), 1, 3
         elif token in vocab.spaced:
             named = [i for i in range(turn, j) if ids[i] == vocab.spaced[token]]
             source = named[-1] if named else None
@@ -301,6 +326,8 @@ def tower_metrics(model: TinyVLM, dataset: Dataset) -> dict[str, float]:
     """Held-out tag accuracy where markers are, and the localisation error in image pixels."""
     model.eval()
     batch = tower_targets(dataset, list(range(len(dataset.views))), list(range(len(dataset.crops))))
+    device = next(model.parameters()).device
+    batch = {key: value.to(device) for key, value in batch.items()}
     view = tag_logits(model, model.vision(batch["views"]))
     crop = tag_logits(model, model.vision(batch["crops"]))
     present = batch["view_tags"][..., 0] > 0
@@ -375,58 +402,83 @@ def language_loss(
 
 _COORDS = re.compile(r"x, y = (0\.\d\d) \* image\.width, (0\.\d\d) \* image\.height")
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 
 
-def evaluate(runtime: TinyRuntime, n: int, seed: int) -> dict[str, float]:
-    """Agentic accuracy on held-out scenes, with the crop done here from the parsed coordinates.
+def _observation(text: str, full, tools: tuple[str, ...], search: TextSearchTool, images: int):
+    """The observation message for the turn's tool call, or None when it made none.
 
-    A training-time diagnostic; the real evaluation goes through Triton and the sandboxed tool.
+    The crop is done here from the parsed coordinates, as the `code` tool would; the search
+    goes to the real `text_search` tool.
+    """
+    call = _CALL.search(text)
+    try:
+        request = json.loads(call[1]) if call else None
+        name, arguments = request["name"], request["arguments"]
+    except (TypeError, KeyError, ValueError):
+        return None
+    protocol = get_protocol("r1v4")
+    match = _COORDS.search(arguments.get("code", "")) if name == "code" else None
+    if name == "code" and name in tools and match:
+        x, y = from_fraction(match[1]), from_fraction(match[2])
+        box = (x - CROP_HALF, y - CROP_HALF, x + CROP_HALF, y + CROP_HALF)
+        crop = ImageRef(uri="crop", sha256="", width=CROP_VIEW, height=CROP_VIEW)
+        rendered = protocol.render_observation([Observation("", (crop,), tool=name)], images + 1)
+        part = {"type": "image", "image": model_view(full.crop(box), VIEW_PIXELS)}
+        return {"role": "user", "content": [{"type": "text", "text": rendered}, part]}
+    if name == "text_search" and name in tools:
+        result = search.run(arguments, ToolContext(image=b""))
+        observation = Observation(result.text, error=result.error, tool=name)
+        rendered = protocol.render_observation([observation], images + 1)
+        return {"role": "user", "content": [{"type": "text", "text": rendered}]}
+    return None
+
+
+def evaluate(runtime: TinyRuntime, n: int, seed: int, search: TextSearchTool) -> dict[str, float]:
+    """Agentic accuracy on held-out scenes, up to three turns, search questions included.
+
+    A training-time diagnostic (the crop is done here); the real evaluation goes through Triton
+    and the sandboxed tools. `search` holds a codebook no training example read.
     """
     rng = random.Random(seed)
     stop = SamplingSettings(max_tokens=160, stop=("</tool_call>", "</answer>"))
-    stats = {"zoom": [0, 0], "global": [0, 0], "tools_off_zoom": [0, 0], "tool_use_zoom": [0, 0]}
-    chats, truths = [], []
+    chats = []
     for _ in range(n):
         scene = task.make_scene(rng)
         full = task.render(scene)
-        view = model_view(full, VIEW_PIXELS)
-        kind = task.question_kind(rng, 0.6)
-        question = task.make_question(rng, scene, kind)
-        tools_on = rng.random() >= 0.25
-        messages = conversation(question, tools_on)[:2]
-        messages[1]["content"][0] = {"type": "image", "image": view}
-        chats.append((messages, full, tools_on))
-        truths.append(question)
-    first = runtime.generate([(m, stop) for m, _, _ in chats])
-    second_batch, second_rows = [], []
-    for row, ((messages, full, tools_on), out) in enumerate(zip(chats, first, strict=True)):
-        match = _COORDS.search(out.text)
-        if tools_on and match and "<tool_call>" in out.text:
-            x, y = from_fraction(match[1]), from_fraction(match[2])
-            box = (x - CROP_HALF, y - CROP_HALF, x + CROP_HALF, y + CROP_HALF)
-            crop = model_view(full.crop(box), VIEW_PIXELS)
-            observation = conversation(truths[row], True)[3]
-            observation["content"][1] = {"type": "image", "image": crop}
-            second_batch.append(
-                ([*messages, {"role": "assistant", "content": out.text}, observation], stop)
-            )
-            second_rows.append(row)
-    finals = {
-        row: out.text for row, out in zip(second_rows, runtime.generate(second_batch), strict=True)
-    }
-    for row, ((_, _, tools_on), out) in enumerate(zip(chats, first, strict=True)):
-        question = truths[row]
-        text = finals.get(row, out.text)
-        answer = _ANSWER.search(text)
+        question = task.make_question(rng, scene, task.question_kind(rng, 0.45, 0.25))
+        if rng.random() < 0.25:
+            tools = NO_TOOLS
+        else:
+            tools = SEARCH if question.kind == "search" or rng.random() < 0.5 else CODE
+        messages = conversation(question, tools)[:2]
+        messages[1]["content"][0] = {"type": "image", "image": model_view(full, VIEW_PIXELS)}
+        chats.append({"messages": messages, "full": full, "tools": tools, "question": question})
+    pending, calls = list(range(n)), [0] * n
+    for _ in range(3):
+        outputs = runtime.generate([(chats[row]["messages"], stop) for row in pending])
+        still = []
+        for row, out in zip(pending, outputs, strict=True):
+            chat = chats[row]
+            chat["messages"].append({"role": "assistant", "content": out.text})
+            message = _observation(out.text, chat["full"], chat["tools"], search, calls[row])
+            if message is not None:
+                chat["messages"].append(message)
+                calls[row] += 1
+                still.append(row)
+        pending = still
+    stats: dict[str, list[int]] = {}
+    for row, chat in enumerate(chats):
+        question = chat["question"]
+        answer = _ANSWER.search(chat["messages"][-1]["content"])
         choice = parse_choice(answer[1], question.options) if answer else None
-        correct = choice == question.answer
-        key = ("zoom" if tools_on else "tools_off_zoom") if question.kind == "zoom" else "global"
-        stats[key][0] += correct
-        stats[key][1] += 1
-        if question.kind == "zoom" and tools_on:
-            stats["tool_use_zoom"][0] += row in finals
-            stats["tool_use_zoom"][1] += 1
-    return {k: round(a / b, 3) if b else float("nan") for k, (a, b) in stats.items()}
+        kind = question.kind if question.kind in ("zoom", "search") else "global"
+        key = kind if chat["tools"] else f"tools_off_{kind}"
+        for name, value in ((key, choice == question.answer), (f"calls_{key}", calls[row])):
+            stats.setdefault(name, [0, 0])
+            stats[name][0] += value
+            stats[name][1] += 1
+    return {k: round(a / b, 3) for k, (a, b) in sorted(stats.items())}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -505,7 +557,9 @@ def load_held_out(work: Path, seed: int, workers: int) -> Dataset:
     """Scenes from a seed the training set never uses, for the tower's held-out accuracy."""
     path = work / "held_out.pkl"
     if not path.exists():
-        path.write_bytes(pickle.dumps(build_dataset(100, seed + 7_919, workers)))
+        path.write_bytes(
+            pickle.dumps(build_dataset(100, seed + 7_919, work / "codebooks", workers))
+        )
     return pickle.loads(path.read_bytes())
 
 
@@ -525,6 +579,9 @@ class Trainer:
         self.progress, self.bar, self.log_path = progress, bar, log_path
         self.checkpoint = args.work / "checkpoint.pt"
         self.vocab = PointerVocabulary(processor)
+        # The evaluation's codebook: the offline search's default (seed 0), which no training
+        # example read.
+        self.search = codebook_search(args.work / "codebooks", 0)
         self.running: dict[str, float] = {}
         self.started = time.time()
 
@@ -605,19 +662,21 @@ class Trainer:
         with console.status("caching the frozen tower's features"):
             views = tower_features(model.eval(), dataset.views, args.device)
             crops = tower_features(model, dataset.crops, args.device)
+        # One tool set per batch (they share a system prompt), drawn as often as it occurs.
         by_mode = {}
-        for tools_on in (False, True):
-            members = [i for i, e in enumerate(dataset.examples) if e.tools_on == tools_on]
+        for tools in (NO_TOOLS, CODE, SEARCH):
+            members = [i for i, e in enumerate(dataset.examples) if e.tools == tools]
             weights = (KIND_WEIGHTS.get(dataset.examples[i].question.kind, 1.0) for i in members)
-            by_mode[tools_on] = (members, list(itertools.accumulate(weights)))
-        tools_on_share = len(by_mode[True][0]) / len(dataset.examples)
+            by_mode[tools] = (members, list(itertools.accumulate(weights)))
+        modes = list(by_mode)
+        shares = [len(by_mode[m][0]) for m in modes]
         first, total = args.tower_steps, args.tower_steps + args.steps
         while step < total:
             model.train()
             lr = cosine_lr(step - first, args.steps, warmup=100, peak=args.lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            members, cumulative = by_mode[self.rng.random() < tools_on_share]
+            members, cumulative = by_mode[self.rng.choices(modes, weights=shares)[0]]
             indices = self.rng.choices(members, cum_weights=cumulative, k=args.batch)
             batch = make_batch(indices, dataset, self.encoded, self.processor, self.vocab)
             parts = language_loss(model, batch, views, crops)
@@ -633,7 +692,9 @@ class Trainer:
             if (step - first) % args.eval_every == 0 or step == total:
                 # The runtime serves on CPU; evaluate a CPU copy so training state is untouched.
                 runtime = TinyRuntime(copy.deepcopy(model).cpu(), self.processor)
-                record["eval"] = evaluate(runtime, args.eval_jobs, seed=10_000 + args.seed)
+                record["eval"] = evaluate(
+                    runtime, args.eval_jobs, seed=10_000 + args.seed, search=self.search
+                )
                 self.progress.console.log(f"agent step {step}: {record['eval']}")
             self._log(record, parts)
             if step % args.save_every == 0 or step == total:

@@ -3,33 +3,31 @@ output does not depend on train/eval mode."""
 
 import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from tiny_agent import task
 from tiny_agent.chat import ChatProcessor
-from tiny_agent.data import CELL, build_dataset, conversation
+from tiny_agent.data import CELL, NO_TOOLS, build_dataset
 from tiny_agent.model import TinyVLM, TinyVLMConfig
 from tiny_agent.runtime import SamplingSettings, TinyRuntime
-from tiny_agent.train import PointerVocabulary, main, pointer_sources
-
-TINY = Path(__file__).resolve().parents[2] / "triton_repo" / "agent_vlm" / "tiny"
-
-
-@pytest.fixture(scope="module")
-def processor() -> ChatProcessor:
-    return ChatProcessor.load(TINY, grid=8, image_side=128)
+from tiny_agent.train import PointerVocabulary, fit_processor, main, pointer_sources
+from tools.search.corpus import codebook
 
 
 @pytest.fixture(scope="module")
-def dataset():
-    return build_dataset(2, seed=5, workers=1)
+def dataset(tmp_path_factory):
+    return build_dataset(4, seed=5, corpora=tmp_path_factory.mktemp("codebooks"), workers=1)
+
+
+@pytest.fixture(scope="module")
+def processor(dataset) -> ChatProcessor:
+    return fit_processor([dataset.conversation(e) for e in dataset.examples])
 
 
 def _routes(processor, dataset, example):
-    rendered = processor.render(conversation(example.question, example.tools_on), False)
+    rendered = processor.render(dataset.conversation(example), False)
     ids = rendered.ids
     images = [i for i, token in enumerate(ids) if token == processor.image_id]
     vocab = PointerVocabulary(processor)
@@ -50,7 +48,7 @@ def _routes(processor, dataset, example):
 
 
 def test_zoom_trajectory_routes_each_copied_token(processor, dataset):
-    example = next(e for e in dataset.examples if e.question.kind == "zoom" and e.tools_on)
+    example = next(e for e in dataset.examples if e.question.kind == "zoom" and e.tools)
     marker = example.question.target
     scale = 128 / task.IMAGE_SIDE
     cell = int(marker.y * scale // CELL) * 8 + int(marker.x * scale // CELL)
@@ -96,10 +94,38 @@ def test_global_answers_come_from_the_view_one_head_per_lookup_key(processor, da
     assert routes[2][2:] == (5, 2)
     # Without tools the character cannot be read: the guess has no source, the answer copies it.
     zoom = next(e for e in dataset.examples if e.question.kind == "zoom")
-    guess = dataclasses.replace(zoom, tools_on=False, crop=-1)
+    guess = dataclasses.replace(zoom, tools=NO_TOOLS, crop=-1)
     copied = [route[0] for route in _routes(processor, dataset, guess)]
     assert f" {guess.question.target.char}" not in copied
     assert guess.question.target.char in copied
+
+
+def test_search_trajectory_reads_the_codeword_off_the_result(processor, dataset):
+    example = next(e for e in dataset.examples if e.question.kind == "search" and e.tools)
+    marker = example.question.target
+    word = codebook(example.codebook_seed)[marker.char]
+    assert example.question.options["ABCD".index(example.question.answer)] == word
+    conversation = dataset.conversation(example)
+    result = conversation[-2]["content"][0]["text"]
+    assert f"the symbol {marker.char} stands for the codeword {word}." in result
+    routes = _routes(processor, dataset, example)
+    glyph = ("crop", int(dataset.crop_chars[example.crop][0]))
+    # The character, wherever it is written after the zoom (twice in the thinking, the query,
+    # the last thinking),
+    # is read off the crop; the codeword off the result (head 1 of layer 3), not the options.
+    assert [r for r in routes if r[0] == f" {marker.char}"] == [
+        (f" {marker.char}", glyph, 0, 2)
+    ] * 4
+    assert routes[-2:] == [
+        (f" {word}", ("text", f" {word}"), 1, 3),
+        (word, ("text", f" {word}"), 0, 2),
+    ]
+    rendered = processor.render(conversation, False)
+    sources = pointer_sources(
+        rendered.ids, rendered.targets, example, dataset, PointerVocabulary(processor)
+    )
+    (key,) = [key for _, key, head, layer, _ in sources if (head, layer) == (1, 3)]
+    assert processor.decode(rendered.ids[key - 2 : key]) == " the codeword"
 
 
 def test_tower_features_do_not_depend_on_train_or_eval_mode():
