@@ -487,7 +487,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=Path("build/tiny_train"))
     parser.add_argument("--images", type=int, default=3000)
     parser.add_argument("--tower-steps", type=int, default=1500, help="stage 1: the tag heads")
-    parser.add_argument("--steps", type=int, default=4200, help="stage 2: the agent")
+    parser.add_argument("--steps", type=int, default=3000, help="stage 2: the agent")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--tower-lr", type=float, default=2e-3)
     parser.add_argument("--lr", type=float, default=1e-3)
