@@ -9,6 +9,7 @@ import json
 
 from beam_pipelines.agent.protocols import get_protocol
 from beam_pipelines.agent.records import ImageRef, Job, Observation, ToolSpec
+from tools.search.results import TextHit, hits_json
 
 CODE = ToolSpec("code", "Run Python.", {"type": "object"})
 TEXT_SEARCH = ToolSpec("text_search")
@@ -21,6 +22,17 @@ Answer the user's question based on the provided image. Here are some tools you 
 All search results, webpage contents, or code execution outputs will be placed within <observation>...</observation> and returned to you.
 Output formats:
 <think>...</think><tool_call>{"name": "code", "arguments": {"code": "..."}}</tool_call>
+<think>...</think><answer>...</answer>
+YOU MUST include your reasoning within <think>...</think> before taking any action."""  # noqa: E501
+
+SYSTEM_WITH_CODE_AND_TEXT_SEARCH = """\
+Answer the user's question based on the provided image. Here are some tools you can use if needed:
+1. Code execution (code): run Python on the full-resolution image. `image` is the original image as a PIL image, earlier sub-images are `sub_image_1`, `sub_image_2`, ...; call `save_image(img)` to see an image.
+2. Text search (text_search): search the web for one or more text queries; each result has a title, url and snippet.
+All search results, webpage contents, or code execution outputs will be placed within <observation>...</observation> and returned to you.
+Output formats:
+<think>...</think><tool_call>{"name": "code", "arguments": {"code": "..."}}</tool_call>
+<think>...</think><tool_call>{"name": "text_search", "arguments": {"queries": ["..."]}}</tool_call>
 <think>...</think><answer>...</answer>
 YOU MUST include your reasoning within <think>...</think> before taking any action."""  # noqa: E501
 
@@ -45,6 +57,10 @@ REF = ImageRef("images/ab.png", "ab", 10, 10)
 
 def test_system_prompt_with_code_tool() -> None:
     assert R1V4.system_prompt([CODE]) == SYSTEM_WITH_CODE
+
+
+def test_system_prompt_with_code_and_text_search() -> None:
+    assert R1V4.system_prompt([TEXT_SEARCH, CODE]) == SYSTEM_WITH_CODE_AND_TEXT_SEARCH
 
 
 def test_system_prompt_without_tools() -> None:
@@ -122,6 +138,16 @@ def test_failing_code_observation() -> None:
         "<observation>"
         + json.dumps({"error": "NameError: name 'x' is not defined", "type": "code"})
         + "</observation>"
+    )
+
+
+def test_text_search_observation() -> None:
+    hit = TextHit("Codebook entry: symbol T", "http://corpus.invalid/codebook/t.html", "... T ...")
+    obs = Observation(text=hits_json([hit]), tool="text_search")
+    assert R1V4.render_observation([obs], 2) == (
+        '<observation>{"result": "[{\\"title\\": \\"Codebook entry: symbol T\\", '
+        '\\"url\\": \\"http://corpus.invalid/codebook/t.html\\", '
+        '\\"snippet\\": \\"... T ...\\"}]", "type": "text_search"}</observation>'
     )
 
 
