@@ -38,7 +38,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from beam_pipelines.agent.images import model_view
-from beam_pipelines.agent.protocols import get_protocol
+from beam_pipelines.agent.protocols import ParsedTurn, get_protocol
 from beam_pipelines.agent.records import ImageRef, Observation, parse_choice
 from tiny_agent import task
 from tiny_agent.chat import SPECIAL_TOKENS, ChatProcessor, train_tokenizer
@@ -401,37 +401,32 @@ def language_loss(
 
 
 _COORDS = re.compile(r"x, y = (0\.\d\d) \* image\.width, (0\.\d\d) \* image\.height")
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+R1V4 = get_protocol("r1v4")
 
 
-def _observation(text: str, full, tools: tuple[str, ...], search: TextSearchTool, images: int):
+def _observation(turn: ParsedTurn, full, search: TextSearchTool, images: int) -> dict | None:
     """The observation message for the turn's tool call, or None when it made none.
 
     The crop is done here from the parsed coordinates, as the `code` tool would; the search
     goes to the real `text_search` tool.
     """
-    call = _CALL.search(text)
-    try:
-        request = json.loads(call[1]) if call else None
-        name, arguments = request["name"], request["arguments"]
-    except (TypeError, KeyError, ValueError):
+    if not turn.tool_calls:
         return None
-    protocol = get_protocol("r1v4")
-    match = _COORDS.search(arguments.get("code", "")) if name == "code" else None
-    if name == "code" and name in tools and match:
+    call = turn.tool_calls[0]
+    if call.name == "code":
+        match = _COORDS.search(call.arguments["code"])
+        if match is None:
+            return None
         x, y = from_fraction(match[1]), from_fraction(match[2])
         box = (x - CROP_HALF, y - CROP_HALF, x + CROP_HALF, y + CROP_HALF)
         crop = ImageRef(uri="crop", sha256="", width=CROP_VIEW, height=CROP_VIEW)
-        rendered = protocol.render_observation([Observation("", (crop,), tool=name)], images + 1)
+        rendered = R1V4.render_observation([Observation("", (crop,), tool="code")], images + 1)
         part = {"type": "image", "image": model_view(full.crop(box), VIEW_PIXELS)}
         return {"role": "user", "content": [{"type": "text", "text": rendered}, part]}
-    if name == "text_search" and name in tools:
-        result = search.run(arguments, ToolContext(image=b""))
-        observation = Observation(result.text, error=result.error, tool=name)
-        rendered = protocol.render_observation([observation], images + 1)
-        return {"role": "user", "content": [{"type": "text", "text": rendered}]}
-    return None
+    result = search.run(call.arguments, ToolContext(image=b""))
+    observation = Observation(result.text, error=result.error, tool=call.name)
+    rendered = R1V4.render_observation([observation], images + 1)
+    return {"role": "user", "content": [{"type": "text", "text": rendered}]}
 
 
 def evaluate(runtime: TinyRuntime, n: int, seed: int, search: TextSearchTool) -> dict[str, float]:
@@ -454,14 +449,16 @@ def evaluate(runtime: TinyRuntime, n: int, seed: int, search: TextSearchTool) ->
         messages = conversation(question, tools)[:2]
         messages[1]["content"][0] = {"type": "image", "image": model_view(full, VIEW_PIXELS)}
         chats.append({"messages": messages, "full": full, "tools": tools, "question": question})
-    pending, calls = list(range(n)), [0] * n
+    pending, calls, answers = list(range(n)), [0] * n, [None] * n
     for _ in range(3):
         outputs = runtime.generate([(chats[row]["messages"], stop) for row in pending])
         still = []
         for row, out in zip(pending, outputs, strict=True):
             chat = chats[row]
             chat["messages"].append({"role": "assistant", "content": out.text})
-            message = _observation(out.text, chat["full"], chat["tools"], search, calls[row])
+            turn = R1V4.parse(out.text, chat["tools"])
+            answers[row] = turn.answer
+            message = _observation(turn, chat["full"], search, calls[row])
             if message is not None:
                 chat["messages"].append(message)
                 calls[row] += 1
@@ -470,8 +467,7 @@ def evaluate(runtime: TinyRuntime, n: int, seed: int, search: TextSearchTool) ->
     stats: dict[str, list[int]] = {}
     for row, chat in enumerate(chats):
         question = chat["question"]
-        answer = _ANSWER.search(chat["messages"][-1]["content"])
-        choice = parse_choice(answer[1], question.options) if answer else None
+        choice = parse_choice(answers[row], question.options) if answers[row] else None
         kind = question.kind if question.kind in ("zoom", "search") else "global"
         key = kind if chat["tools"] else f"tools_off_{kind}"
         for name, value in ((key, choice == question.answer), (f"calls_{key}", calls[row])):
