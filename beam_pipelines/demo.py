@@ -2,8 +2,10 @@
 end on a synthetic corpus.
 
 Writes about a hundred "zoom to read" jobs (`tiny_agent.task.write_corpus`: large images with
-small markers whose characters can only be read in a crop), runs `annotate` on them with the
-embedded tiny model on a local Triton server, and prints the summary. The corpus is kept
+small markers whose characters can only be read in a crop; some ask for the codeword the
+character stands for, which the offline `text_search`'s codebook names), runs `annotate` on
+them with the embedded tiny model and its two tools (`code`, `text_search` with one result per
+query, as its context holds) on a local Triton server, and prints the summary. The corpus is kept
 between demos (it is deterministic); the annotations folder is the demo's own and starts empty
 each time, so every demo shows a full run rather than a resume that skips everything.
 
@@ -25,43 +27,26 @@ from beam_pipelines.report import print_report_path
 from beam_pipelines.summary import print_summary
 
 CORPUS_MARKER = ".demo-corpus"
+#: The annotate demo's search questions: 15 %, beside write_corpus's 70 % zoom questions.
+SEARCH_FRACTION = 0.15
+#: The embedded model's tools in the annotate demo; its context holds one search result.
+DEMO_TOOLS = ("--tools=code,text_search", "--tool_option=text_search.max_results=1")
 
 
-def ensure_corpus(folder: Path, n: int, seed: int) -> Path:
+def ensure_corpus(folder: Path, n: int, seed: int, search_fraction: float = 0.0) -> Path:
     """The demo corpus's JSONL, written unless the same one is already there."""
     jobs = folder / "jobs.jsonl"
     marker = folder / CORPUS_MARKER
-    wanted = f"{n} {seed}"
+    wanted = f"{n} {seed} {search_fraction}"
     if jobs.exists() and marker.exists() and marker.read_text() == wanted:
         return jobs
     from tiny_agent.task import write_corpus
 
     print(f"writing {n} synthetic jobs to {folder}", flush=True)
     shutil.rmtree(folder, ignore_errors=True)
-    path = write_corpus(folder, n, seed)
+    path = write_corpus(folder, n, seed, search_fraction=search_fraction)
     marker.write_text(wanted)
     return path
-
-
-def run_demo(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
-    """Write the corpus, annotate it, print the summary; 0 when the run finished."""
-    root = Path(args.output).resolve()
-    jobs = ensure_corpus(root / "corpus", args.n, args.seed)
-    annotations = root / "annotations"
-    shutil.rmtree(annotations, ignore_errors=True)
-    argv = [
-        f"--input={jobs}",
-        f"--output={annotations}",
-        f"--max_turns={args.max_turns}",
-        f"--max_in_flight={args.max_in_flight}",
-        f"--progress={args.progress}",
-        *([f"--triton_url={args.triton_url}"] if args.triton_url else []),
-        *extra,
-    ]
-    result = annotate.run(argv)
-    print_summary(result.summary)
-    print_report_path(result.layout)
-    return 0 if "DONE" in result.state.upper() else 1
 
 
 def _pipeline_argv(args: argparse.Namespace, extra: Sequence[str]) -> list[str]:
@@ -72,6 +57,24 @@ def _pipeline_argv(args: argparse.Namespace, extra: Sequence[str]) -> list[str]:
         *([f"--triton_url={args.triton_url}"] if args.triton_url else []),
         *extra,
     ]
+
+
+def run_demo(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
+    """Write the corpus, annotate it, print the summary; 0 when the run finished."""
+    root = Path(args.output).resolve()
+    jobs = ensure_corpus(root / "corpus", args.n, args.seed, SEARCH_FRACTION)
+    annotations = root / "annotations"
+    shutil.rmtree(annotations, ignore_errors=True)
+    argv = [
+        f"--input={jobs}",
+        f"--output={annotations}",
+        *DEMO_TOOLS,
+        *_pipeline_argv(args, extra),
+    ]
+    result = annotate.run(argv)
+    print_summary(result.summary)
+    print_report_path(result.layout)
+    return 0 if "DONE" in result.state.upper() else 1
 
 
 def run_regenerate_demo(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
