@@ -286,15 +286,27 @@ def _uid_processes(uid: int) -> int:
 
 
 def _kill_uid(uid: int) -> bool:
-    """SIGKILL every process of ``uid`` (kill(-1) sent as that user); True when none is left."""
+    """SIGKILL every process of ``uid`` (kill(-1) sent as that user); True when none is left.
+
+    ``setpriv`` becomes the user after its own exec, so this process can start it with vfork.
+    Asking ``subprocess`` to switch users makes it fork this (many-threaded) process instead,
+    whose libraries' at-fork handlers (gRPC's, Arrow's, torch's) then now and then crash the
+    child before it execs: a "Fatal Python error" on stderr and no kill that attempt.
+    """
     kill = shutil.which("kill", path="/usr/bin:/bin")
     command = [kill, "-9", "-1"] if kill else [sys.executable, "-I", "-S", "-c",
                "import os\ntry: os.kill(-1, 9)\nexcept OSError: pass"]  # fmt: skip
+    setpriv = shutil.which("setpriv", path="/usr/bin:/bin")
+    if setpriv:
+        command = [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *command]
+        as_user: dict[str, Any] = {}
+    else:
+        as_user = {"user": uid, "group": uid, "extra_groups": []}
     for attempt in range(5):
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             subprocess.run(
-                command, user=uid, group=uid, extra_groups=[], env={}, timeout=10,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                command, env={}, timeout=10, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **as_user,
             )  # fmt: skip
         if not _uid_processes(uid):
             return True

@@ -11,6 +11,7 @@ import io
 import os
 import shutil
 import socket
+import subprocess
 import time
 
 import pytest
@@ -19,6 +20,7 @@ from PIL import Image
 from tools.base import ToolContext, ToolUnavailableError
 from tools.code import CodeTool
 from tools.sandbox import PROTECTIONS, Sandbox
+from tools.sandbox_process import _kill_uid
 
 pytestmark = pytest.mark.integration
 
@@ -343,6 +345,18 @@ def test_escape_fork_bomb(protection):
     finally:
         sandbox.close()
     assert processes_of_uids(low, low + count) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root")
+def test_uid_sweep_kills_what_a_sandbox_user_left_running():
+    # What fallback-sandboxed code detached from its process group is found by its uid.
+    uid = 63100
+    detach = "setsid sleep 27.1828 </dev/null >/dev/null 2>&1 &"
+    subprocess.run(["sh", "-c", detach], user=uid, group=uid, extra_groups=[], check=True)
+    assert wait_until(lambda: processes_with(b"27.1828")), "the detached process did not start"
+    assert _kill_uid(uid)
+    assert wait_until(lambda: not processes_with(b"27.1828")), "the uid sweep left it running"
+    assert _kill_uid(uid)  # nothing left: still True
 
 
 def test_escape_spawn_a_subprocess(tool):
