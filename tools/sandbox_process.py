@@ -289,9 +289,9 @@ def _kill_uid(uid: int) -> bool:
     """SIGKILL every process of ``uid`` (kill(-1) sent as that user); True when none is left.
 
     ``setpriv`` becomes the user after its own exec, so this process can start it with vfork.
-    Asking ``subprocess`` to switch users makes it fork this (many-threaded) process instead,
-    whose libraries' at-fork handlers (gRPC's, Arrow's, torch's) then now and then crash the
-    child before it execs: a "Fatal Python error" on stderr and no kill that attempt.
+    Asking ``subprocess`` to switch users makes it fork this many-threaded process (gRPC,
+    Arrow and torch threads in a pipeline) instead, and that copy now and then crashed before
+    its exec: a "Fatal Python error" on stderr and no kill that attempt.
     """
     kill = shutil.which("kill", path="/usr/bin:/bin")
     command = [kill, "-9", "-1"] if kill else [sys.executable, "-I", "-S", "-c",
