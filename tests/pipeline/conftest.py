@@ -24,7 +24,7 @@ def model_repository() -> Path:
     if override:
         return Path(override)
     if not any(TINY_WEIGHTS.glob("*.safetensors")):
-        pytest.skip(f"the embedded model's weights are not in {TINY_WEIGHTS} yet")
+        pytest.skip(f"needs the tiny model's weights in {TINY_WEIGHTS}: make train-tiny")
     return DEFAULT_MODEL_REPOSITORY
 
 

@@ -49,7 +49,7 @@ def pipeline_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     url = os.environ.get("REPORT_TEST_TRITON_URL")
     if not url and not any(TINY_WEIGHTS.glob("*.safetensors")):
-        pytest.skip(f"the embedded model's weights are not in {TINY_WEIGHTS} yet")
+        pytest.skip(f"needs the tiny model's weights in {TINY_WEIGHTS}: make train-tiny")
     from beam_pipelines import annotate
     from tiny_agent.task import write_corpus
 
@@ -83,7 +83,7 @@ def browser() -> Iterator[Any]:
     """A headless Chromium (Debian's package) under Playwright."""
     executable = chromium_path()
     if executable is None:
-        pytest.skip("no chromium binary (apt-get install chromium)")
+        pytest.skip("needs chromium: apt-get install chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -108,7 +108,8 @@ def test_the_default_config_serves_the_tiny_engine(
 
 @pytest.mark.integration
 @pytest.mark.skipif(
-    not (MODEL_DIR / "tiny" / "model.safetensors").exists(), reason="tiny model not trained yet"
+    not (MODEL_DIR / "tiny" / "model.safetensors").exists(),
+    reason="needs the tiny model's weights: make train-tiny",
 )
 def test_the_shipped_tiny_weights_load_and_answer(tmp_path: Path) -> None:
     import tritonclient.grpc as grpcclient

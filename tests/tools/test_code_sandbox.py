@@ -28,7 +28,9 @@ HAVE_BWRAP = shutil.which("bwrap") is not None
 PROTECTION_PARAMS = [
     pytest.param(
         "bubblewrap",
-        marks=pytest.mark.skipif(not HAVE_BWRAP, reason="bwrap is not installed"),
+        marks=pytest.mark.skipif(
+            not HAVE_BWRAP, reason="needs bubblewrap: apt-get install bubblewrap"
+        ),
     ),
     "fallback",
 ]
@@ -347,7 +349,7 @@ def test_escape_fork_bomb(protection):
     assert processes_of_uids(low, low + count) == []
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root")
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: run the tests as root")
 def test_uid_sweep_kills_what_a_sandbox_user_left_running():
     # What fallback-sandboxed code detached from its process group is found by its uid.
     uid = 63100
