@@ -1,4 +1,4 @@
-"""Launcher for the local Triton server that serves `agent_vlm` (DESIGN.md section 5).
+"""Launcher for the local Triton server that serves `agent_vlm` (docs/formats.md has its contract).
 
 Runs the real `tritonserver` binary shipped in the `nvidia-pytriton` wheel: it prepares a
 Python-backend directory with the stub for the running interpreter, puts the wheel's bundled

@@ -1,9 +1,10 @@
 """A small mixture-of-experts vision-language model in plain PyTorch.
 
-Why not a small transformers Qwen3-VL-MoE: TINY_MODEL.md measured five from-scratch runs of
-that architecture on this task learning nothing from images (a ViT tower whose tokens drift to
-an image-independent offset, and a language model that never learns to route to them), while a
-convolutional encoder with batch norm learned to read tight crops within a few hundred steps.
+Why not a small transformers Qwen3-VL-MoE: five from-scratch runs of that architecture on this
+task learned nothing from images (a ViT tower whose tokens drift to an image-independent
+offset, and a language model that never learns to route to them; docs/tiny_model.md, "What a
+small Qwen3-VL-MoE did on this task"), while a convolutional encoder with batch norm learned
+to read tight crops within a few hundred steps.
 So the tower here is convolutional; the decoder keeps the parts that make the reference model a
 mixture of experts (top-k routed SwiGLU experts with a load-balancing loss), and images enter
 the token sequence the way Qwen-VL's do (one placeholder expands to a grid of visual tokens).
@@ -20,7 +21,7 @@ the token sequence the way Qwen-VL's do (one placeholder expands to a grid of vi
   visual token gets the embeddings of the words its heads name, weighted by their
   probabilities (OSCAR/VinVL feed detector tags to the language model the same way), so that
   finding "the red circle" in the image is the same copy as finding a word in the text:
-  the routing TINY_MODEL.md saw a decoder never learn from raw visual tokens. The heads are
+  the routing a decoder was seen never to learn from raw visual tokens. The heads are
   supervised in training, which also keeps the tower learning from step one.
 - Position code: each cell also carries where the marker centred there sits, as sines and
   cosines of its absolute position at one and ten cycles per image side. On those circles the

@@ -13,7 +13,7 @@ of questions are mixed:
 - global questions ("What shape is the red marker?", "What colour is the square?") are
   answerable from the global view, so the model learns when a tool is not needed.
 
-Everything is deterministic from a seed. `write_corpus` writes job JSONL (DESIGN.md section 3)
+Everything is deterministic from a seed. `write_corpus` writes job JSONL (docs/formats.md)
 plus JPEG images; the demo, tests and benchmarks all use it.
 """
 

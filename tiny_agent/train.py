@@ -1,7 +1,8 @@
 """Train the tiny MoE agent from a seed (`make train-tiny`).
 
-Two stages, shaped by what TINY_MODEL.md measured (a decoder never learned to route to raw
-visual tokens; a small CNN learned each visual skill alone in a few hundred steps):
+Two stages, shaped by what was measured before this model (docs/tiny_model.md, "What a small
+Qwen3-VL-MoE did on this task": a decoder never learned to route to raw visual tokens; a small
+CNN learned each visual skill alone in a few hundred steps):
 
 1. tower: the convolutional tower and its tag heads learn, per cell of a global view, the
    colour, shape and position of a marker centred there, and per cell of a crop the character
@@ -151,7 +152,7 @@ def pointer_sources(
     character from the crop's cell where the glyph sits; an answer from the word the thinking
     named, or a codeword from the search result (any later mention of the character, from the
     crop again). Training the pointer heads on these makes the routing a supervised skill
-    instead of one the language loss must discover (TINY_MODEL.md saw it never discovered).
+    instead of one the language loss must discover (and never did: docs/tiny_model.md).
     Text copies go through head 0 of layer 2, a codeword read off the search result through
     head 1 of layer 3; each of the four digits of a crop centre (x tenths, x
     hundredths, y tenths, y hundredths) through its own head 1–4 of layer 2, which reads that

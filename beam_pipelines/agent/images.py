@@ -3,7 +3,7 @@
 Input images are untrusted bytes from a corpus: they may be empty, truncated, corrupt,
 decompression bombs, or in any of Pillow's modes. ``load_image`` turns them into a fully
 decoded RGB image or raises one ``ImageError`` subclass whose ``error_class`` becomes the
-failure row's class, so bad input ends as a clear dead-letter row (DESIGN.md section 9).
+failure row's class, so bad input ends as a clear dead-letter row (docs/formats.md, "Failure rows").
 
 ``model_view`` is the downscale the model sees (Qwen3-VL style: sides multiples of 32). The
 embedded tiny model was trained on views made by this function, so its arithmetic and its

@@ -325,7 +325,7 @@ def observe(
 
 
 def to_trace(traj: Trajectory) -> dict[str, Any]:
-    """The trace object (DESIGN.md section 3 fields first); ``from_trace`` restores the state."""
+    """The trace object (docs/formats.md fields first); ``from_trace`` restores the state."""
     return traj.to_dict()
 
 

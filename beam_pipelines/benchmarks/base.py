@@ -1,6 +1,6 @@
 """What a benchmark is to `evaluate`: a loader of its native format and a scorer of its rules.
 
-A loader turns the benchmark's own files into jobs (DESIGN.md section 3 records: `id`, `image`,
+A loader turns the benchmark's own files into jobs (docs/formats.md job lines: `id`, `image`,
 `question`, `options`, `answer` as a letter, and in `meta` whatever the scorer needs, such as
 a category); images embedded in the files are written out once. A scorer takes one
 `Prediction` per job (the answer text of one sample, or None when the job has no answer row)

@@ -1,4 +1,4 @@
-"""Any job JSONL with ground truth (DESIGN.md section 3): accuracy, overall and per category.
+"""Any job JSONL with ground truth (docs/formats.md, "Input"): accuracy, overall and per category.
 
 Jobs are read as they are; a relative `image` is resolved against the file's folder. An
 answer is right by the answer rows' own rule: the option letter it names, or a normalised

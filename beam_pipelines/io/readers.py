@@ -1,6 +1,6 @@
 """`ReadJobs`: input files -> validated jobs keyed by id, plus failure rows for bad lines.
 
-Accepted inputs (DESIGN.md section 3): JSONL files (optionally compressed: `.gz`, `.bz2`,
+Accepted inputs (docs/formats.md, "Input"): JSONL files (optionally compressed: `.gz`, `.bz2`,
 ...), Parquet files, traces (`runs/*/traces/part-*.jsonl.gz`: each is read as its job), and
 images with one `--prompt` for all (each image is the job
 `{"image": <uri>, "question": <prompt>}`, whose id is the content hash `Job.from_dict` gives

@@ -1,6 +1,6 @@
 """The `agent_vlm` request/response contract, independent of Triton.
 
-DESIGN.md section 5 fixes the tensors: `messages` and `sampling` (JSON, BYTES [1]) in; `text`,
+docs/formats.md's serving contract: `messages` and `sampling` (JSON, BYTES [1]) in; `text`,
 `finish_reason` and `usage` out. This module turns the raw bytes of one request into a
 validated `GenerationRequest` (or a `ContractError` written for the client to read), defines
 the `Engine` protocol every backend implements, and runs one dynamic batch through an engine

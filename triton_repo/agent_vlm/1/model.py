@@ -1,7 +1,7 @@
 """Triton Python-backend adapter for `agent_vlm`: tensors in, one engine call, tensors out.
 
 All logic lives in the plain modules beside this file (`contract`, `engines`, `engine_*`),
-which tests import without Triton. The tensor contract is DESIGN.md section 5.
+which tests import without Triton. The tensor contract: docs/formats.md, "The serving contract".
 """
 
 from __future__ import annotations
