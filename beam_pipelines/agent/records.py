@@ -1,4 +1,4 @@
-"""The records every part of the product exchanges (DESIGN.md section 3, a contract).
+"""The records every part of the product exchanges (docs/formats.md, a contract).
 
 Jobs come in, trajectories advance turn by turn, and every job ends as one answer row (Parquet,
 ``answer_schema()``) plus one trace, or as one ``Failure``. All records are frozen dataclasses
@@ -95,7 +95,7 @@ class Job:
 
     @classmethod
     def from_dict(cls, d: Any, *, max_question_bytes: int = MAX_QUESTION_BYTES) -> Job:
-        """Validate an input object (DESIGN.md section 3 or the R1V4 API ``{image, question}``).
+        """Validate an input object (a docs/formats.md job, or the R1V4 API ``{image, question}``).
 
         Keys other than the job's own are kept in ``meta`` (existing ``meta`` keys win), so
         nothing a dataset carries is silently dropped.
@@ -431,7 +431,7 @@ class Trajectory:
         return self.status != "running"
 
     def to_dict(self) -> dict[str, Any]:
-        # The DESIGN.md trace fields come first, in their documented order, so a trace reads
+        # The docs/formats.md trace fields come first, in their documented order, so a trace reads
         # naturally; the rest is what makes the trace a resumable state.
         return {
             "id": self.job.id,
