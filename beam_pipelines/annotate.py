@@ -19,7 +19,7 @@ import logging
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +54,7 @@ from beam_pipelines.transforms.agent_loop import AgentLoop
 from beam_pipelines.transforms.images import ImageStore
 from beam_pipelines.transforms.prepare import PrepareImages
 from beam_pipelines.transforms.samples import ExpandSamples, Samples, SeedSamples
+from tools.registry import tool_specs
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +68,6 @@ class AnnotateResult:
     summary: RunSummary
     metrics: dict[str, Any]
     state: str
-
-
-def tool_specs(
-    names: Sequence[str], settings: Mapping[str, Mapping[str, Any]] | None = None
-) -> tuple[ToolSpec, ...]:
-    """The headers (name, description, parameters) of the enabled tools, for the prompt.
-
-    Settings shape headers too (`text_search.max_queries` is its schema's `maxItems`).
-    """
-    from tools.registry import build_tools
-
-    return tuple(ToolSpec.of(tool) for tool in build_tools(names, **(settings or {})).values())
 
 
 def build(
@@ -230,7 +219,7 @@ def run(
         write_manifest(layout, manifest)
 
         pipeline = test_pipeline or beam.Pipeline(options=options)
-        build(pipeline, config, tool_specs(config.tools, config.tool_settings), samples)
+        build(pipeline, config, tool_specs(config.tools, **config.tool_settings), samples)
         show = opts.progress == "on" or (opts.progress == "auto" and local and sys.stderr.isatty())
         started = time.monotonic()
         with progress.LiveProgress(show, title=f"annotate {config.run_id}"):

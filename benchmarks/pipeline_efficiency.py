@@ -53,6 +53,7 @@ from beam_pipelines.serve import TritonServer  # noqa: E402
 from beam_pipelines.transforms.execute_tools import ToolRuntime, run_turn  # noqa: E402
 from beam_pipelines.transforms.images import ImageStore  # noqa: E402
 from beam_pipelines.transforms.prepare import start_trajectory  # noqa: E402
+from tools.registry import tool_specs  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "pipeline_efficiency.json"
 MODEL = "agent_vlm"
@@ -120,7 +121,7 @@ def _apply(traj: Trajectory, result: Any, started: float) -> tuple[Trajectory, l
 
 def _context(out: Path, settings: Settings) -> tuple[ImageStore, Any]:
     store = ImageStore(OutputLayout(str(out), "bench"), settings.max_pixels)
-    specs = annotate.tool_specs(TOOLS)
+    specs = tool_specs(TOOLS)
     return store, specs
 
 

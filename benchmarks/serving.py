@@ -72,9 +72,10 @@ def build_requests(count: int, seed: int, view_pixels: int, max_tokens: int) -> 
     from beam_pipelines.agent.protocols import get_protocol
     from beam_pipelines.agent.records import Job
     from tiny_agent import task
+    from tools.registry import tool_specs
 
     protocol = get_protocol("r1v4")
-    system = protocol.system_prompt(["code"])
+    system = protocol.system_prompt(tool_specs(["code"]))
     rng = random.Random(seed)
     requests = []
     for index in range(count):

@@ -40,9 +40,10 @@ from PIL import Image
 
 from beam_pipelines.agent.images import model_view
 from beam_pipelines.agent.protocols import get_protocol
-from beam_pipelines.agent.records import ImageRef, Job, Observation, ToolSpec
+from beam_pipelines.agent.records import ImageRef, Job, Observation
 from tiny_agent import task
 from tools.base import ToolContext
+from tools.registry import tool_specs
 from tools.search.corpus import CorpusSpec, build_corpus, open_corpus
 from tools.search.search_tools import TextSearchTool
 
@@ -164,7 +165,7 @@ def conversation(
     )
     turns = _assistant(question, bool(tools))
     messages = [
-        {"role": "system", "content": protocol.system_prompt([ToolSpec(t) for t in tools])},
+        {"role": "system", "content": protocol.system_prompt(tool_specs(tools))},
         {
             "role": "user",
             "content": [_image_part(), {"type": "text", "text": protocol.user_text(job)}],

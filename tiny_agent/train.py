@@ -61,6 +61,7 @@ from tiny_agent.data import (
 from tiny_agent.model import TinyVLM, TinyVLMConfig, attention_mask, cosine_lr, parameter_count
 from tiny_agent.runtime import SamplingSettings, TinyRuntime, save_checkpoint
 from tools.base import ToolContext
+from tools.registry import run_tool
 from tools.search.corpus import CODEWORDS
 from tools.search.search_tools import TextSearchTool
 
@@ -415,7 +416,8 @@ def _observation(turn: ParsedTurn, full, search: TextSearchTool, images: int) ->
         return None
     call = turn.tool_calls[0]
     if call.name == "code":
-        match = _COORDS.search(call.arguments["code"])
+        code = call.arguments.get("code")
+        match = _COORDS.search(code) if isinstance(code, str) else None
         if match is None:
             return None
         x, y = from_fraction(match[1]), from_fraction(match[2])
@@ -424,7 +426,7 @@ def _observation(turn: ParsedTurn, full, search: TextSearchTool, images: int) ->
         rendered = R1V4.render_observation([Observation("", (crop,), tool="code")], images + 1)
         part = {"type": "image", "image": model_view(full.crop(box), VIEW_PIXELS)}
         return {"role": "user", "content": [{"type": "text", "text": rendered}, part]}
-    result = search.run(call.arguments, ToolContext(image=b""))
+    result = run_tool({search.name: search}, call.name, call.arguments, ToolContext(image=b""))
     observation = Observation(result.text, error=result.error, tool=call.name)
     rendered = R1V4.render_observation([observation], images + 1)
     return {"role": "user", "content": [{"type": "text", "text": rendered}]}

@@ -1,10 +1,14 @@
 """The tool contract: what every agent tool is, what it receives and what it returns.
 
-A tool is a small object with a header the model sees (``name``, ``description``,
-``parameters`` as a JSON schema in the shape OpenAI/Qwen function calling takes) and a ``run``
-method. Everything a call needs arrives in a ``ToolContext`` (the full-resolution original
-image, the images earlier calls produced, per-call limits); everything it produces leaves in a
-``ToolResult`` (text, full-resolution PNG images, or an error).
+A tool is a small class that declares its header once, as class attributes: ``name``,
+``title``, ``description`` (what the model is told) and ``parameters`` (a JSON schema in the
+shape OpenAI/Qwen function calling takes), checked when the class is defined, as smolagents'
+``Tool.__init_subclass__`` does. ``spec()`` returns the header as data (``ToolSpec``), which is
+all a protocol gets to render its prompt from. Settings that shape the header (zoom's
+coordinate convention, the search tools' item limits) are applied by the constructor. ``run``
+does the work: everything a call needs arrives in a ``ToolContext`` (the full-resolution
+original image, the images earlier calls produced, per-call limits); everything it produces
+leaves in a ``ToolResult`` (text, full-resolution PNG images, or an error).
 
 Two kinds of failure are kept apart, as in smolagents:
 
@@ -16,13 +20,18 @@ Two kinds of failure are kept apart, as in smolagents:
   required protection is missing). That is not the model's fault and it cannot fix it, so it
   is raised to the caller, which turns it into a failure row instead of an observation.
 
-This module imports nothing beyond the standard library.
+This module imports nothing beyond the standard library and ``tools.schema``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, get_args
+
+from tools.schema import schema_problem
 
 ToolKind = Literal["cpu", "io"]
 ErrorType = Literal["arguments", "execution"]
@@ -96,20 +105,100 @@ class ToolContext:
     max_images: int | None = None
 
 
-@runtime_checkable
-class Tool(Protocol):
-    """An agent tool.
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool's header as data: what a protocol renders and a trajectory records.
 
-    ``kind`` names the executor pool the tool belongs in: ``"cpu"`` for CPU-bound tools (the
-    code sandbox, zoom), ``"io"`` for tools that wait on the network (search, web pages).
-
-    ``run`` validates its arguments and returns a ``ToolResult`` for everything the model
-    caused (see the module docstring); it raises only ``ToolUnavailableError`` (or a bug).
+    ``name``, ``description``, ``parameters`` and ``title`` are the tool's header as built
+    (``Tool.spec``); ``settings`` are the settings it was built with, as given
+    (``tools.registry.tool_specs``), so a record says how its tools behaved (zoom's
+    ``coordinates``, for one). A spec with a name alone stands for a tool nobody described.
     """
 
     name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    title: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, tool: ToolSpec | str) -> ToolSpec:
+        """``tool`` itself, or the undescribed spec of a tool name."""
+        return tool if isinstance(tool, ToolSpec) else cls(name=tool)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "description": self.description,
+            "parameters": self.parameters,
+            "settings": self.settings,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ToolSpec:
+        if "name" not in d:
+            raise KeyError("ToolSpec: missing name")
+        return cls(
+            name=d["name"],
+            description=d.get("description", ""),
+            parameters=dict(d.get("parameters") or {}),
+            title=d.get("title", ""),
+            settings=dict(d.get("settings") or {}),
+        )
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def header_problem(tool: type[Tool]) -> str | None:
+    """What is wrong with a tool class's declared header, else None."""
+    for attribute in ("name", "title", "description", "parameters", "kind"):
+        if not hasattr(tool, attribute):
+            return f"declares no {attribute}"
+    if not isinstance(tool.name, str) or not _NAME.fullmatch(tool.name):
+        return f"name {tool.name!r} is not an identifier"
+    for attribute in ("title", "description"):
+        text = getattr(tool, attribute)
+        if not isinstance(text, str) or not text.strip():
+            return f"{attribute} must be a non-empty string"
+    if tool.kind not in get_args(ToolKind):
+        return f"kind must be one of {get_args(ToolKind)}, not {tool.kind!r}"
+    if not isinstance(tool.parameters, Mapping) or tool.parameters.get("type") != "object":
+        return 'parameters must be a JSON schema of "type": "object"'
+    return schema_problem(tool.parameters)
+
+
+class Tool(ABC):
+    """An agent tool.
+
+    A subclass declares ``name`` (how the model calls it), ``title`` (how a prompt may name
+    it, e.g. "Code execution"), ``description`` (what it does, for the model), ``parameters``
+    (the JSON schema of its arguments, within ``tools.schema``'s subset) and ``kind``, the
+    executor pool it belongs in: ``"cpu"`` for CPU-bound tools (the code sandbox, zoom),
+    ``"io"`` for tools that wait on the network (search, web pages). A class with a bad or
+    missing header is refused when it is defined (``TypeError``).
+
+    ``run`` receives arguments that fit ``parameters`` (``tools.registry.run_tool`` checks
+    them, once) and returns a ``ToolResult`` for everything the model caused (see the module
+    docstring); it raises only ``ToolUnavailableError`` (or a bug).
+    """
+
+    name: str
+    title: str
     description: str
     parameters: dict[str, Any]
     kind: ToolKind
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        problem = header_problem(cls)
+        if problem is not None:
+            raise TypeError(f"tool class {cls.__qualname__}: {problem}")
+
+    def spec(self) -> ToolSpec:
+        """This tool's header, as its settings shaped it."""
+        return ToolSpec(self.name, self.description, dict(self.parameters), self.title)
+
+    @abstractmethod
     def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult: ...

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from tools.base import ToolArgumentsError, ToolContext, ToolExecutionError, ToolResult
-from tools.registry import validate_arguments
-from tools.sandbox import Sandbox, SandboxConfig, SandboxOutcome, format_size
+from tools.base import Tool, ToolArgumentsError, ToolContext, ToolExecutionError, ToolResult
+from tools.sandbox import Sandbox, SandboxConfig, SandboxOutcome
 
 
-class CodeTool:
+class CodeTool(Tool):
     """Runs model-written Python in ``tools.sandbox.Sandbox`` (bubblewrap or fallback).
 
     Settings are ``SandboxLimits`` and ``SandboxConfig`` fields given flat, e.g.
@@ -27,6 +26,13 @@ class CodeTool:
     """
 
     name = "code"
+    title = "Code execution"
+    # FROZEN (docs/architecture.md): the tiny model was trained on this text.
+    description = (
+        "run Python on the full-resolution image. `image` is the original image as a PIL "
+        "image, earlier sub-images are `sub_image_1`, `sub_image_2`, ...; call "
+        "`save_image(img)` to see an image."
+    )
     kind = "cpu"
     parameters: dict[str, Any] = {  # noqa: RUF012 - a class-level constant, never mutated
         "type": "object",
@@ -40,16 +46,6 @@ class CodeTool:
             raise TypeError("give either a sandbox or sandbox settings, not both")
         self._config = sandbox.config if sandbox else SandboxConfig.from_settings(**settings)
         self._sandbox = sandbox
-        limits = self._config.limits
-        self.description = (
-            "Run Python code on the full-resolution image. `image` is the original image as "
-            "an RGB PIL image; earlier sub-images are `sub_image_1`, `sub_image_2`, ... (also "
-            "the dict `sub_images`). Call `save_image(img)` to see an image: each saved image "
-            "is shown to you as the next <sub-image N>. What the code prints is returned "
-            f"(up to {limits.output_bytes} bytes). Limits per call: {limits.wall_s:g} s, "
-            f"{format_size(limits.memory_bytes)} of memory, {limits.max_images} images of at "
-            f"most {limits.max_image_pixels / 1e6:.1f} megapixels each; no network."
-        )
 
     @property
     def sandbox(self) -> Sandbox:
@@ -72,9 +68,6 @@ class CodeTool:
             self._sandbox = None
 
     def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
-        problem = validate_arguments(self, arguments)
-        if problem is not None:
-            return ToolResult.failure(ToolArgumentsError(problem))
         code = arguments["code"]
         if not code.strip():
             return ToolResult.failure(ToolArgumentsError("The code is empty: write some Python."))
@@ -89,7 +82,7 @@ class CodeTool:
 
     def __getstate__(self) -> dict[str, Any]:
         # Processes and threads do not pickle; a copy builds its own pool when first used.
-        return {"_config": self._config, "_sandbox": None, "description": self.description}
+        return {"_config": self._config, "_sandbox": None}
 
 
 def to_result(outcome: SandboxOutcome) -> ToolResult:

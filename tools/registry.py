@@ -1,9 +1,11 @@
-"""Tool registry: name -> tool factory, argument validation, and one safe way to call a tool.
+"""Tool registry: name -> tool factory, the tools' headers, and one safe way to call a tool.
 
 ``build_tools(["code", "image_zoom_in_tool"], code={"pool_size": 4})`` returns ready tool
 objects keyed by name; settings are given per tool, and unknown tools or settings are errors
-(a typo must not silently fall back to a default). ``run_tool`` is what a loop calls with the
-model's call: it checks the name and the arguments against the tool's JSON schema and turns
+(a typo must not silently fall back to a default). ``tool_specs`` takes the same arguments and
+returns the tools' headers (``ToolSpec``), shaped by those settings: what protocols render
+prompts from. ``run_tool`` is what a loop calls with the model's call: it is the one place a
+call is validated (the name, then the arguments against the tool's JSON schema), and it turns
 every model-caused problem into a ``ToolResult`` whose error the model can read.
 
 Validation covers the JSON-schema subset tool headers use: ``type`` (a name or a list),
@@ -13,11 +15,12 @@ Validation covers the JSON-schema subset tool headers use: ``type`` (a name or a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from tools.base import Tool, ToolArgumentsError, ToolContext, ToolError, ToolResult
+from tools.base import Tool, ToolArgumentsError, ToolContext, ToolError, ToolResult, ToolSpec
 from tools.schema import check_arguments, example_arguments
 
 ToolFactory = Callable[..., Tool]
@@ -83,6 +86,14 @@ def build_tools(names: Iterable[str], **config: Mapping[str, Any]) -> dict[str, 
         except (TypeError, ValueError) as error:  # unknown or bad settings: say for which tool
             raise ValueError(f"bad settings for tool {name!r}: {error}") from error
     return tools
+
+
+def tool_specs(names: Iterable[str], **config: Mapping[str, Any]) -> tuple[ToolSpec, ...]:
+    """The headers of the tools ``build_tools(names, **config)`` builds, with their settings."""
+    return tuple(
+        dataclasses.replace(tool.spec(), settings=dict(config.get(name) or {}))
+        for name, tool in build_tools(names, **config).items()
+    )
 
 
 def run_tool(

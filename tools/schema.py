@@ -1,11 +1,12 @@
-"""A small JSON-schema subset for checking tool-call arguments: the parser and the tools use it.
+"""A small JSON-schema subset: tool headers are checked against it, calls against them.
 
-Tool parameters are JSON schemas (the shape function-calling servers take). The parser only
-needs the part of JSON schema that tool headers use (``type``, ``properties``, ``required``,
+Tool parameters are JSON schemas (the shape function-calling servers take). Only the part of
+JSON schema that tool headers use is supported (``type``, ``properties``, ``required``,
 ``additionalProperties``, ``items``, ``minItems``/``maxItems``, ``enum``, string and number
-bounds), and it needs the
-problems phrased for the model to read and fix, so this is a dozen lines rather than a
-dependency on a full validator.
+bounds, and ``description``), and problems with a call are phrased for the model to read and
+fix, so this is a dozen lines rather than a dependency on a full validator.
+``schema_problem`` keeps a header inside that subset (``tools.base.Tool`` runs it when a tool
+class is defined), so no keyword is silently ignored.
 """
 
 from __future__ import annotations
@@ -116,11 +117,12 @@ def _check_array(value: list | tuple, schema: Mapping[str, Any], path: str) -> s
     return None
 
 
-def example_arguments(schema: Mapping[str, Any]) -> dict[str, Any]:
-    """Placeholder arguments showing the shape a schema wants (required fields only)."""
+def example_arguments(schema: Mapping[str, Any], *, optional: bool = False) -> dict[str, Any]:
+    """Placeholder arguments showing the shape a schema wants: its required fields, and with
+    ``optional`` every field, in the schema's order."""
     properties: Mapping[str, Any] = schema.get("properties", {})
-    required = schema.get("required", list(properties))
-    return {key: _example(properties.get(key, {})) for key in required}
+    keys = list(properties) if optional else schema.get("required", list(properties))
+    return {key: _example(properties.get(key, {})) for key in keys}
 
 
 def _example(schema: Mapping[str, Any]) -> Any:
@@ -134,3 +136,62 @@ def _example(schema: Mapping[str, Any]) -> Any:
     if kind == "object":
         return example_arguments(schema)
     return {"string": "...", "integer": 0, "number": 0, "boolean": False}.get(kind, "...")
+
+
+_KEYWORDS = {
+    "type",
+    "description",
+    "enum",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "minItems",
+    "maxItems",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+}
+_COUNTS = ("minItems", "maxItems", "minLength", "maxLength")
+
+
+def schema_problem(schema: Any, path: str = "parameters") -> str | None:
+    """What keeps ``schema`` outside the subset ``check_arguments`` understands, else None."""
+    if not isinstance(schema, Mapping):
+        return f"{path} must be a JSON schema object"
+    unknown = sorted(set(schema) - _KEYWORDS)
+    if unknown:
+        return f"{path} uses {unknown[0]!r}, which tool schemas do not support"
+    kinds = schema.get("type")
+    names = [kinds] if isinstance(kinds, str) else kinds
+    if kinds is not None and not (
+        isinstance(names, list) and names and all(n in _NAMES for n in names)
+    ):
+        return f"{path}.type must be one of {', '.join(_NAMES)} (or a list of them)"
+    if "enum" in schema and not (isinstance(schema["enum"], list) and schema["enum"]):
+        return f"{path}.enum must be a non-empty list"
+    if "description" in schema and not isinstance(schema["description"], str):
+        return f"{path}.description must be a string"
+    for key in _COUNTS:
+        value = schema.get(key)
+        if key in schema and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            return f"{path}.{key} must be a whole number >= 0"
+    for key in ("minimum", "maximum"):
+        if key in schema and not _is(schema[key], "number"):
+            return f"{path}.{key} must be a number"
+    if "additionalProperties" in schema and not isinstance(schema["additionalProperties"], bool):
+        return f"{path}.additionalProperties must be true or false"
+    properties = schema.get("properties", {})
+    if not isinstance(properties, Mapping):
+        return f"{path}.properties must be an object"
+    required = schema.get("required", [])
+    if not isinstance(required, list) or any(key not in properties for key in required):
+        return f"{path}.required must list names of its properties"
+    for key, sub in properties.items():
+        problem = schema_problem(sub, f"{path}.properties.{key}")
+        if problem:
+            return problem
+    if "items" in schema:
+        return schema_problem(schema["items"], f"{path}.items")
+    return None

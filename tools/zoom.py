@@ -22,8 +22,7 @@ from typing import Any
 
 from PIL import Image
 
-from tools.base import ToolArgumentsError, ToolContext, ToolExecutionError, ToolResult
-from tools.registry import validate_arguments
+from tools.base import Tool, ToolArgumentsError, ToolContext, ToolExecutionError, ToolResult
 from tools.sandbox_runner import open_original
 
 COORDINATES = ("relative", "absolute")
@@ -31,7 +30,7 @@ RELATIVE_SCALE = 1000
 
 _BOX_TEXT = {
     "relative": (
-        "relative coordinates: numbers from 0 to 1000 on both axes, where [0, 0] is the "
+        "relative coordinates: integers from 0 to 1000 on both axes, where [0, 0] is the "
         "top-left and [1000, 1000] the bottom-right corner of the image"
     ),
     "absolute": (
@@ -41,10 +40,48 @@ _BOX_TEXT = {
 }
 
 
-class ZoomTool:
-    """Crop-and-enlarge on the full-resolution original (see the module docstring)."""
+def _description(coordinates: str) -> str:
+    return (
+        "Zoom in on a region of the image by cropping it to a bounding box and return the "
+        f"enlarged crop. The box uses {_BOX_TEXT[coordinates]}."
+    )
+
+
+def _parameters(coordinates: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "bbox_2d": {
+                "type": "array",
+                "items": {"type": "number"},
+                "minItems": 4,
+                "maxItems": 4,
+                "description": (
+                    "The region as [x1, y1, x2, y2]: (x1, y1) is its top-left and (x2, y2) "
+                    f"its bottom-right corner, in {coordinates} coordinates."
+                ),
+            },
+            "label": {
+                "type": "string",
+                "description": "The name of the object in the region (optional).",
+            },
+        },
+        "required": ["bbox_2d"],
+        "additionalProperties": False,
+    }
+
+
+class ZoomTool(Tool):
+    """Crop-and-enlarge on the full-resolution original (see the module docstring).
+
+    The declared header is the default ``relative`` one; an ``absolute`` tool states its
+    convention in its own description and schema.
+    """
 
     name = "image_zoom_in_tool"
+    title = "Image zoom"
+    description = _description("relative")
+    parameters = _parameters("relative")
     kind = "cpu"
 
     def __init__(
@@ -65,36 +102,10 @@ class ZoomTool:
         self.max_upscale = max_upscale
         self.min_side = min_side
         self.max_image_pixels = max_image_pixels
-        self.description = (
-            "Zoom in on a region of the image by cropping it to a bounding box and return "
-            f"the enlarged crop. The box uses {_BOX_TEXT[coordinates]}."
-        )
-        self.parameters: dict[str, Any] = {
-            "type": "object",
-            "properties": {
-                "bbox_2d": {
-                    "type": "array",
-                    "items": {"type": "number"},
-                    "minItems": 4,
-                    "maxItems": 4,
-                    "description": (
-                        "The region as [x1, y1, x2, y2]: (x1, y1) is its top-left and (x2, y2) "
-                        f"its bottom-right corner, in {coordinates} coordinates."
-                    ),
-                },
-                "label": {
-                    "type": "string",
-                    "description": "The name of the object in the region (optional).",
-                },
-            },
-            "required": ["bbox_2d"],
-            "additionalProperties": False,
-        }
+        self.description = _description(coordinates)
+        self.parameters = _parameters(coordinates)
 
     def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
-        problem = validate_arguments(self, arguments)
-        if problem is not None:
-            return ToolResult.failure(ToolArgumentsError(problem))
         try:
             image = open_original(context.image, self.max_image_pixels)
             box = self.crop_box(arguments["bbox_2d"], image.size, context.view_size)

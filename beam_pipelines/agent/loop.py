@@ -25,18 +25,10 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from tools.base import ToolSpec
+
 from .protocols import AgentProtocol, attached_images, get_protocol
-from .records import (
-    Final,
-    ImageRef,
-    Job,
-    Observation,
-    Step,
-    ToolCall,
-    ToolSpec,
-    Trajectory,
-    Usage,
-)
+from .records import Final, ImageRef, Job, Observation, Step, ToolCall, Trajectory, Usage
 
 DEFAULT_MAX_TURNS = 16
 DEFAULT_MAX_FORMAT_ERRORS = 3
@@ -67,7 +59,7 @@ def protocol_of(traj: Trajectory) -> AgentProtocol:
 def start(
     job: Job,
     protocol: AgentProtocol | str,
-    tools: Sequence[Any],
+    tools: Sequence[ToolSpec],
     original: ImageRef,
     view: ImageRef,
     *,
@@ -79,14 +71,14 @@ def start(
 ) -> Trajectory:
     """A new trajectory: the system prompt and the user turn (job image's view, then text).
 
-    ``tools`` are the enabled tools (objects with ``name``, ``description``, ``parameters``,
-    or ``ToolSpec``s); the prompt lists exactly these. The protocol's stop strings are added to
-    ``sampling`` unless it already names some.
+    ``tools`` are the enabled tools' headers (``ToolSpec``s from ``tools.registry.tool_specs``);
+    the prompt lists exactly these. The protocol's stop strings are added to ``sampling``
+    unless it already names some.
     """
     if max_turns < 1 or max_format_errors < 1:
         raise ValueError("max_turns and max_format_errors must be at least 1")
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
-    specs = tuple(ToolSpec.of(t) for t in tools)
+    specs = tuple(tools)
     sampling = dict(sampling)
     sampling.setdefault("stop", list(proto.stop))
     messages = (

@@ -1,17 +1,22 @@
 """Agent protocols: how the model is prompted, how its turns are parsed, how results come back.
 
-A protocol is a small object (DESIGN.md section 4): a system prompt that lists only the
-enabled tools, the user turn's text, a parser that turns one assistant turn into a tool call,
-an answer or a format error, and the renderer of observation turns. The loop
+A protocol is a small object (docs/formats.md, "The agent protocols"): a system prompt that
+lists only the enabled tools, the user turn's text, a parser that turns one assistant turn into
+a tool call, an answer or a format error, and the renderer of observation turns. The loop
 (``beam_pipelines.agent.loop``) only talks to this interface, so adding a protocol means adding
 a class here and an entry in ``PROTOCOLS``.
+
+A protocol knows no tool's header: it renders the headers it is given (``tools.base.ToolSpec``,
+built from the tool classes and their settings by ``tools.registry.tool_specs``), and its
+parser checks only the turn's grammar and that the tool is enabled. The arguments are checked
+once, against the tool's schema, where the call is run (``tools.registry.run_tool``).
 
 Two protocols exist:
 
 - ``r1v4`` (default): Skywork-R1V4. Its texts are FROZEN (docs/architecture.md): the embedded
   tiny model was trained on them, and ``tests/agent/test_prompts_golden.py`` pins them.
-- ``zoom``: DeepEyes / Qwen function calling with ``image_zoom_in_tool``; box coordinates are
-  relative 0-1000 (Qwen3-VL) or absolute pixels of the model's view (Qwen2.5-VL), per instance.
+- ``zoom``: DeepEyes / Qwen function calling with ``image_zoom_in_tool``, whose header states
+  the tool's coordinate convention (its ``coordinates`` setting).
 
 ``parse`` never raises. Every malformed turn becomes ``ParsedTurn.error``, a message written
 for the model to act on, which the loop sends back as an observation.
@@ -27,9 +32,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from tools.schema import check_arguments, example_arguments
+from tools.base import ToolSpec
+from tools.schema import example_arguments
 
-from .records import LETTERS, Job, Observation, ToolCall, ToolSpec
+from .records import LETTERS, Job, Observation, ToolCall
 
 #: Generation stops at the end of an action (sent to the server as stop strings).
 STOP = ("</tool_call>", "</answer>")
@@ -52,7 +58,7 @@ class AgentProtocol(ABC):
     """The interface the loop uses; see the module docstring."""
 
     name: ClassVar[str]
-    #: Tools the protocol knows by name (prompt line and argument schema), in prompt order.
+    #: The protocol's tool set by name, in prompt order (what ``parse`` accepts by default).
     known_tools: ClassVar[tuple[str, ...]] = ()
     stop: tuple[str, ...] = STOP
 
@@ -60,20 +66,16 @@ class AgentProtocol(ABC):
         """Keyword options that rebuild this instance with ``get_protocol(name, **options)``."""
         return {}
 
-    def tool_schema(self, name: str) -> dict[str, Any] | None:
-        """The protocol's own argument schema for a known tool (used when none is given)."""
-        return None
-
     @abstractmethod
-    def system_prompt(self, tools: Sequence[Any]) -> str:
-        """The system prompt, listing exactly ``tools`` (objects with name/description/...)."""
+    def system_prompt(self, tools: Sequence[ToolSpec]) -> str:
+        """The system prompt, listing exactly ``tools``, rendered from their headers."""
 
     @abstractmethod
     def user_text(self, job: Job) -> str:
         """The text part of the first user turn (the image part comes before it)."""
 
     @abstractmethod
-    def parse(self, text: str, tools: Sequence[Any] | None = None) -> ParsedTurn:
+    def parse(self, text: str, tools: Sequence[ToolSpec | str] | None = None) -> ParsedTurn:
         """Understand one assistant turn; never raises. ``tools``: enabled tools (names/specs)."""
 
     @abstractmethod
@@ -122,12 +124,6 @@ class _Unparsable(Exception):
     """Internal: a turn is malformed; the message is for the model."""
 
 
-@dataclass(frozen=True)
-class _Tool:
-    name: str
-    schema: dict[str, Any] | None
-
-
 class TaggedProtocol(AgentProtocol):
     """``<think>…</think>`` then one ``<tool_call>{json}</tool_call>`` or ``<answer>…</answer>``.
 
@@ -140,7 +136,7 @@ class TaggedProtocol(AgentProtocol):
 
     # -- parsing ---------------------------------------------------------------------------
 
-    def parse(self, text: str, tools: Sequence[Any] | None = None) -> ParsedTurn:
+    def parse(self, text: str, tools: Sequence[ToolSpec | str] | None = None) -> ParsedTurn:
         think = ""
         try:
             think, rest = self._split_think(text if isinstance(text, str) else str(text))
@@ -150,9 +146,8 @@ class TaggedProtocol(AgentProtocol):
         except Exception as e:  # parse must never raise on model text
             return ParsedTurn(think=think, error=f"Your reply could not be read ({e!r}).")
 
-    def _enabled(self, tools: Sequence[Any] | None) -> dict[str, _Tool]:
-        specs = [ToolSpec.of(t) for t in (self.known_tools if tools is None else tools)]
-        return {s.name: _Tool(s.name, s.parameters or self.tool_schema(s.name)) for s in specs}
+    def _enabled(self, tools: Sequence[ToolSpec | str] | None) -> list[str]:
+        return [ToolSpec.of(t).name for t in (self.known_tools if tools is None else tools)]
 
     def _split_think(self, text: str) -> tuple[str, str]:
         body = text.strip()
@@ -178,7 +173,7 @@ class TaggedProtocol(AgentProtocol):
             )
         return body[len("<think>") : end].strip(), body[end + len("</think>") :].strip()
 
-    def _parse_action(self, think: str, rest: str, tools: dict[str, _Tool]) -> ParsedTurn:
+    def _parse_action(self, think: str, rest: str, tools: list[str]) -> ParsedTurn:
         if rest.startswith("<tool_call>"):
             body, after = _take(rest, "<tool_call>", "</tool_call>")
             self._check_after(after, "</tool_call>")
@@ -237,7 +232,7 @@ class TaggedProtocol(AgentProtocol):
             f"Found text after {closing} ({_clip(after)!r}): end your reply right after {closing}."
         )
 
-    def _read_call(self, body: str, tools: dict[str, _Tool]) -> ToolCall:
+    def _read_call(self, body: str, tools: list[str]) -> ToolCall:
         raw = body.strip()
         fenced = _FENCE.match(raw)
         if fenced:
@@ -275,24 +270,17 @@ class TaggedProtocol(AgentProtocol):
         self._check_call(call, tools)
         return call
 
-    def _check_call(self, call: ToolCall, tools: dict[str, _Tool]) -> None:
-        tool = tools.get(call.name)
-        if tool is None:
-            if not tools:
-                raise _Unparsable(
-                    f"Unknown tool {call.name!r}: no tools are available here; answer with "
-                    "<answer>...</answer>."
-                )
-            raise _Unparsable(f"Unknown tool {call.name!r}. Available tools: {', '.join(tools)}.")
-        if tool.schema:
-            problem = check_arguments(call.arguments, tool.schema)
-            if problem:
-                example = json.dumps(
-                    {"name": call.name, "arguments": example_arguments(tool.schema)}
-                )
-                raise _Unparsable(
-                    f"Invalid arguments for {call.name!r}: {problem}. Expected: {example}."
-                )
+    @staticmethod
+    def _check_call(call: ToolCall, tools: list[str]) -> None:
+        # The arguments are the tool's to check, where the call is run (run_tool).
+        if call.name in tools:
+            return
+        if not tools:
+            raise _Unparsable(
+                f"Unknown tool {call.name!r}: no tools are available here; answer with "
+                "<answer>...</answer>."
+            )
+        raise _Unparsable(f"Unknown tool {call.name!r}. Available tools: {', '.join(tools)}.")
 
 
 def _take(text: str, opening: str, closing: str) -> tuple[str, str]:
@@ -343,76 +331,12 @@ def _reader(key: str) -> Callable[[str], dict[str, Any]]:
     return read
 
 
-def _array_of_strings(description: str) -> dict[str, Any]:
-    return {
-        "type": "array",
-        "items": {"type": "string"},
-        "minItems": 1,
-        "description": description,
-    }
-
-
-# name -> (prompt line after "N. ", example arguments, argument schema). The code line is
-# FROZEN (docs/architecture.md); the order of this table is the prompt order.
-_R1V4_TOOLS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
-    "code": (
-        "Code execution (code): run Python on the full-resolution image. `image` is the "
-        "original image as a PIL image, earlier sub-images are `sub_image_1`, `sub_image_2`, "
-        "...; call `save_image(img)` to see an image.",
-        {"code": "..."},
-        {
-            "type": "object",
-            "properties": {"code": {"type": "string", "description": "Python code to run"}},
-            "required": ["code"],
-            "additionalProperties": False,
-        },
-    ),
-    "text_search": (
-        "Text search (text_search): search the web for one or more text queries; each result "
-        "has a title, url and snippet.",
-        {"queries": ["..."]},
-        {
-            "type": "object",
-            "properties": {"queries": _array_of_strings("search queries")},
-            "required": ["queries"],
-            "additionalProperties": False,
-        },
-    ),
-    "image_search": (
-        'Image search (image_search): reverse image search for the original image ("image") '
-        'or a sub-image ("<sub-image N>"); each result has a title, source and link.',
-        {"image_paths": ["..."]},
-        {
-            "type": "object",
-            "properties": {
-                "image_paths": _array_of_strings('"image" or "<sub-image N>" to search for')
-            },
-            "required": ["image_paths"],
-            "additionalProperties": False,
-        },
-    ),
-    "web_visit": (
-        "Web content (web_visit): read web pages; say what you are looking for in goal to get "
-        "the relevant part.",
-        {"urls": ["..."], "goal": "..."},
-        {
-            "type": "object",
-            "properties": {
-                "urls": _array_of_strings("http(s) URLs to read"),
-                "goal": {"type": "string", "description": "what to look for on the pages"},
-            },
-            "required": ["urls"],
-            "additionalProperties": False,
-        },
-    ),
-}
-
-
 class R1V4(TaggedProtocol):
     """The Skywork-R1V4 protocol (frozen texts; see the module docstring)."""
 
     name = "r1v4"
-    known_tools = tuple(_R1V4_TOOLS)
+    # The prompt order is FROZEN (docs/architecture.md).
+    known_tools = ("code", "text_search", "image_search", "web_visit")
     legacy_tags: ClassVar[Mapping[str, tuple[str, Callable[[str], dict[str, Any]]]]] = {
         "code": ("code", _read_code),
         "text_search": ("text_search", _reader("queries")),
@@ -420,12 +344,8 @@ class R1V4(TaggedProtocol):
         "web_content": ("web_visit", _reader("urls")),
     }
 
-    def tool_schema(self, name: str) -> dict[str, Any] | None:
-        entry = _R1V4_TOOLS.get(name)
-        return entry[2] if entry else None
-
-    def system_prompt(self, tools: Sequence[Any]) -> str:
-        specs = _ordered([ToolSpec.of(t) for t in tools], self.known_tools)
+    def system_prompt(self, tools: Sequence[ToolSpec]) -> str:
+        specs = _ordered(tools, self.known_tools)
         if not specs:
             return "\n".join(
                 [
@@ -442,12 +362,8 @@ class R1V4(TaggedProtocol):
         ]
         formats = []
         for number, spec in enumerate(specs, start=1):
-            if spec.name in _R1V4_TOOLS:
-                line, example, _ = _R1V4_TOOLS[spec.name]
-            else:  # a tool the protocol does not know: described by its own header
-                line = f"{spec.name}: {spec.description}" if spec.description else spec.name
-                example = example_arguments(spec.parameters)
-            lines.append(f"{number}. {line}")
+            lines.append(f"{number}. {_r1v4_line(spec)}")
+            example = example_arguments(spec.parameters, optional=True)
             call = json.dumps({"name": spec.name, "arguments": example}, ensure_ascii=False)
             formats.append(f"<think>...</think><tool_call>{call}</tool_call>")
         lines.append(
@@ -482,6 +398,12 @@ class R1V4(TaggedProtocol):
         return f"<observation>{payload}</observation>"
 
 
+def _r1v4_line(spec: ToolSpec) -> str:
+    """``Title (name): description``, as R1V4 numbers its tools."""
+    name = f"{spec.title} ({spec.name})" if spec.title else spec.name
+    return f"{name}: {spec.description}" if spec.description else name
+
+
 def _ordered(specs: Iterable[ToolSpec], known: Sequence[str]) -> list[ToolSpec]:
     """Known tools in the protocol's order, then the others in the order given."""
     specs = list(specs)
@@ -493,18 +415,6 @@ def _ordered(specs: Iterable[ToolSpec], known: Sequence[str]) -> list[ToolSpec]:
 # zoom
 
 ZOOM_TOOL = "image_zoom_in_tool"
-COORDINATES = ("relative", "absolute")
-
-_BBOX_TEXT = {
-    "relative": (
-        "relative coordinates: integers from 0 to 1000 on both axes, where [0, 0] is the "
-        "top-left and [1000, 1000] the bottom-right corner of the image"
-    ),
-    "absolute": (
-        "absolute pixel coordinates in the image as it is shown to you, where [0, 0] is the "
-        "top-left corner"
-    ),
-}
 
 
 class Zoom(TaggedProtocol):
@@ -513,61 +423,15 @@ class Zoom(TaggedProtocol):
     name = "zoom"
     known_tools = (ZOOM_TOOL,)
 
-    def __init__(self, coordinates: str = "relative") -> None:
-        if coordinates not in COORDINATES:
-            raise ValueError(f"zoom: coordinates must be one of {COORDINATES}, not {coordinates!r}")
-        self.coordinates = coordinates
-
-    def options(self) -> dict[str, Any]:
-        return {"coordinates": self.coordinates}
-
-    def tool_spec(self) -> ToolSpec:
-        """The zoom tool's header, stating this instance's coordinate convention."""
-        return ToolSpec(
-            name=ZOOM_TOOL,
-            description=(
-                "Zoom in on a region of the image by cropping it to a bounding box and return "
-                f"the enlarged crop. The box uses {_BBOX_TEXT[self.coordinates]}."
-            ),
-            parameters={
-                "type": "object",
-                "properties": {
-                    "bbox_2d": {
-                        "type": "array",
-                        "items": {"type": "number"},
-                        "minItems": 4,
-                        "maxItems": 4,
-                        "description": (
-                            "The region as [x1, y1, x2, y2]: (x1, y1) is its top-left and "
-                            f"(x2, y2) its bottom-right corner, in {self.coordinates} "
-                            "coordinates."
-                        ),
-                    },
-                    "label": {
-                        "type": "string",
-                        "description": "The name of the object in the region (optional).",
-                    },
-                },
-                "required": ["bbox_2d"],
-                "additionalProperties": False,
-            },
-        )
-
-    def tool_schema(self, name: str) -> dict[str, Any] | None:
-        return self.tool_spec().parameters if name == ZOOM_TOOL else None
-
-    def system_prompt(self, tools: Sequence[Any]) -> str:
-        specs = [ToolSpec.of(t) for t in tools]
-        if not specs:
+    def system_prompt(self, tools: Sequence[ToolSpec]) -> str:
+        if not tools:
             return "You are a helpful assistant."
         functions = []
-        for spec in specs:
-            # The protocol owns the coordinate convention, so it owns the zoom tool's header.
-            header = self.tool_spec() if spec.name == ZOOM_TOOL else spec
+        for spec in tools:
             function = {
-                "name": header.name,
-                "description": header.description,
-                "parameters": header.parameters,
+                "name": spec.name,
+                "description": spec.description,
+                "parameters": spec.parameters,
             }
             functions.append(json.dumps({"type": "function", "function": function}))
         return "\n".join(
@@ -598,12 +462,6 @@ class Zoom(TaggedProtocol):
             "answer. Format strictly as: <think>...</think> <tool_call>...</tool_call> (if "
             "tools needed) <answer>...</answer>"
         )
-
-    def parse(self, text: str, tools: Sequence[Any] | None = None) -> ParsedTurn:
-        if tools is not None:
-            # The zoom tool is always checked against this instance's own schema.
-            tools = [self.tool_spec() if ToolSpec.of(t).name == ZOOM_TOOL else t for t in tools]
-        return super().parse(text, tools)
 
     def render_observation(self, results: Sequence[Observation], first_image_index: int) -> str:
         rendered, index = [], first_image_index

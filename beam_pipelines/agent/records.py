@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
+from tools.base import ToolSpec
+
 #: The states a trajectory moves through; the last three are final.
 Status = Literal["running", "answered", "max_turns", "failed"]
 STATUSES: tuple[str, ...] = ("running", "answered", "max_turns", "failed")
@@ -222,44 +224,6 @@ class ImageRef:
     def from_dict(cls, d: Mapping[str, Any]) -> ImageRef:
         _require_keys(d, ("uri", "sha256", "width", "height"), "ImageRef")
         return cls(uri=d["uri"], sha256=d["sha256"], width=int(d["width"]), height=int(d["height"]))
-
-
-@dataclass(frozen=True)
-class ToolSpec:
-    """What a protocol needs to know about a tool: the shape of ``tools.base.Tool``'s header.
-
-    A trajectory keeps the specs of its enabled tools so that it can be advanced from the
-    record alone (the prompt listed them; the parser checks calls against them).
-    """
-
-    name: str
-    description: str = ""
-    parameters: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, tool: Any) -> ToolSpec:
-        """Any object (or string) with ``name`` and optionally ``description``/``parameters``."""
-        if isinstance(tool, ToolSpec):
-            return tool
-        if isinstance(tool, str):
-            return cls(name=tool)
-        return cls(
-            name=tool.name,
-            description=getattr(tool, "description", "") or "",
-            parameters=dict(getattr(tool, "parameters", None) or {}),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "parameters": self.parameters}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ToolSpec:
-        _require_keys(d, ("name",), "ToolSpec")
-        return cls(
-            name=d["name"],
-            description=d.get("description", ""),
-            parameters=dict(d.get("parameters") or {}),
-        )
 
 
 @dataclass(frozen=True)

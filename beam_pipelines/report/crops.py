@@ -10,8 +10,9 @@ Two sources:
   or an alias of it, or ``sub_image_N`` / ``sub_images[N]``: a crop of a sub-image is mapped
   back onto the original when that sub-image is itself a known crop (the image the call that
   produced it saved, when it saved exactly one and cropped exactly once).
-- ``image_zoom_in_tool`` calls: ``bbox_2d`` in the protocol's convention (``relative``:
-  0..1000 on both axes; ``absolute``: pixels of the model's view).
+- ``image_zoom_in_tool`` calls: ``bbox_2d`` in the tool's convention, its ``coordinates``
+  setting as the trajectory recorded it (``relative``: 0..1000 on both axes; ``absolute``:
+  pixels of the model's view).
 
 Anything else (loops, function calls, values computed at run time) is skipped: a missing box
 is better than a wrong one.
@@ -28,6 +29,7 @@ from typing import Any
 
 from beam_pipelines.agent.protocols import attached_images
 from beam_pipelines.agent.records import ImageRef, Step, Trajectory
+from tools.zoom import ZoomTool
 
 ORIGINAL = "image"
 RELATIVE_SCALE = 1000.0
@@ -316,7 +318,8 @@ def trajectory_crops(traj: Trajectory, turn_of_step: Sequence[int]) -> list[Crop
 
     ``turn_of_step[i]`` is the (1-based) turn of ``traj.steps[i]``.
     """
-    coordinates = str(traj.protocol_options.get("coordinates", "relative"))
+    zoom = next((spec for spec in traj.tools if spec.name == ZOOM_TOOL), None)
+    coordinates = ZoomTool(**(zoom.settings if zoom else {})).coordinates
     sizes: dict[str | int, tuple[int, int]] = {
         ORIGINAL: (traj.original.width, traj.original.height)
     }

@@ -16,6 +16,7 @@ from beam_pipelines.agent.records import (
     Usage,
     answer_row,
 )
+from tools.registry import tool_specs
 
 JOB = Job.from_dict(
     {
@@ -237,6 +238,13 @@ def test_fail_for_reasons_outside_the_loop() -> None:
         loop.fail(traj, "x", "y")
 
 
+def test_a_call_with_bad_arguments_goes_to_the_tool() -> None:
+    # Not a format error: the tool's run_tool checks the arguments, once, and says what is wrong.
+    body = json.dumps({"name": "code", "arguments": {"code": 1}})
+    traj, calls = step(started(), f"<think>t</think><tool_call>{body}</tool_call>")
+    assert calls == [ToolCall("code", {"code": 1})] and traj.format_errors == 0
+
+
 def test_misuse_is_a_programming_error() -> None:
     traj, calls = step(started(), code_turn())
     with pytest.raises(ValueError, match="observe first"):
@@ -257,11 +265,10 @@ def test_misuse_is_a_programming_error() -> None:
 
 
 def test_zoom_protocol_runs_through_the_same_loop() -> None:
-    protocol = get_protocol("zoom", coordinates="absolute")
-    traj = loop.start(
-        JOB, protocol, [ToolSpec(ZOOM_TOOL)], ORIGINAL, VIEW, model="deepeyes", sampling={}
-    )
-    assert traj.protocol == "zoom" and traj.protocol_options == {"coordinates": "absolute"}
+    zoom = tool_specs([ZOOM_TOOL], image_zoom_in_tool={"coordinates": "absolute"})
+    traj = loop.start(JOB, "zoom", zoom, ORIGINAL, VIEW, model="deepeyes", sampling={})
+    assert traj.protocol == "zoom" and traj.protocol_options == {}
+    assert traj.tools == zoom and zoom[0].settings == {"coordinates": "absolute"}
     assert "absolute pixel" in traj.messages[0]["content"]
     body = json.dumps({"name": ZOOM_TOOL, "arguments": {"bbox_2d": [1, 2, 50, 60]}})
     traj, calls = step(resumed(traj), f"<think>zoom</think>\n<tool_call>\n{body}\n</tool_call>")

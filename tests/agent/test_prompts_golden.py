@@ -8,13 +8,14 @@ new golden texts (docs/architecture.md, "Frozen texts").
 import json
 
 from beam_pipelines.agent.protocols import get_protocol
-from beam_pipelines.agent.records import ImageRef, Job, Observation, ToolSpec
+from beam_pipelines.agent.records import ImageRef, Job, Observation
+from tools.registry import tool_specs
 from tools.search.results import TextHit, hits_json
 
-CODE = ToolSpec("code", "Run Python.", {"type": "object"})
-TEXT_SEARCH = ToolSpec("text_search")
-IMAGE_SEARCH = ToolSpec("image_search")
-WEB_VISIT = ToolSpec("web_visit")
+# The headers the tools declare, at their default settings: the prompt is rendered from them.
+CODE, TEXT_SEARCH, IMAGE_SEARCH, WEB_VISIT = tool_specs(
+    ["code", "text_search", "image_search", "web_visit"]
+)
 
 SYSTEM_WITH_CODE = """\
 Answer the user's question based on the provided image. Here are some tools you can use if needed:

@@ -13,9 +13,12 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import annotate
+from beam_pipelines.agent import loop
+from beam_pipelines.agent.records import ImageRef, Job
 from beam_pipelines.options import config_from_options, tool_settings_from_options
 from beam_pipelines.serve import TritonServer
 from beam_pipelines.transforms.execute_tools import ToolRuntime
+from tools.registry import tool_specs
 from tools.search.corpus import CorpusSpec, build_corpus, codebook, codebook_url
 
 from .helpers import png
@@ -105,8 +108,27 @@ def test_the_key_variable_is_a_setting() -> None:
 
 
 def test_settings_shape_the_prompt_headers() -> None:
-    [spec] = annotate.tool_specs(["text_search"], {"text_search": {"max_queries": 2}})
+    [spec] = tool_specs(["text_search"], text_search={"max_queries": 2})
     assert spec.parameters["properties"]["queries"]["maxItems"] == 2
+
+
+def test_zoom_coordinates_setting_reaches_the_prompt_and_the_tool() -> None:
+    """`--tool_option image_zoom_in_tool.coordinates=absolute`: the model is told absolute
+    pixel coordinates, and the tool reads pixels of the view the model saw."""
+    config = config_from_options(
+        PipelineOptions(
+            [*BASE, "--protocol=zoom", "--tool_option=image_zoom_in_tool.coordinates=absolute"]
+        )
+    )
+    specs = tool_specs(config.tools, **config.tool_settings)
+    original, view = ImageRef("o.png", "o", 400, 200), ImageRef("v.png", "v", 200, 100)
+    job = Job(id="1", image="o.png", question="What is written?")
+    traj = loop.start(job, config.protocol, specs, original, view, model="m", sampling={})
+    prompt = traj.messages[0]["content"]
+    assert "absolute pixel coordinates" in prompt and "0 to 1000" not in prompt
+    runtime = ToolRuntime(config.tools, workers=1, settings=config.tool_settings)
+    zoom = runtime.tools["image_zoom_in_tool"]
+    assert zoom.crop_box([10, 20, 110, 70], (400, 200), (200, 100)) == (20, 40, 220, 140)  # type: ignore[attr-defined]
 
 
 def test_the_workers_tools_get_the_settings() -> None:

@@ -67,11 +67,11 @@ class Scripted:
     def start(self, job: Job, protocol: str = "r1v4", **options: Any) -> Trajectory:
         tools = [CODE] if protocol == "r1v4" else []
         if protocol == "zoom":
-            from beam_pipelines.agent.protocols import get_protocol
+            from tools.registry import tool_specs
 
-            proto = get_protocol("zoom", **options)
+            zoom = tool_specs(["image_zoom_in_tool"], image_zoom_in_tool=options)
             return loop.start(
-                job, proto, [proto.tool_spec()], self.original, self.view,
+                job, "zoom", zoom, self.original, self.view,
                 model="scripted", sampling={"max_tokens": 64},
             )  # fmt: skip
         return loop.start(

@@ -16,6 +16,7 @@ from tools.base import (
     ToolContext,
     ToolExecutionError,
     ToolResult,
+    ToolSpec,
 )
 from tools.code import CodeTool
 from tools.registry import (
@@ -23,16 +24,19 @@ from tools.registry import (
     build_tools,
     register_tool,
     run_tool,
+    tool_specs,
     validate_arguments,
 )
 from tools.schema import check_arguments, example_arguments
+from tools.search.search_tools import ImageSearchTool, TextSearchTool, WebVisitTool
 from tools.zoom import ZoomTool
 
 
-class Echo:
+class Echo(Tool):
     """A minimal tool: returns its text, or fails the way it is told to."""
 
     name = "echo"
+    title = "Echo"
     description = "Echo the text."
     kind = "io"
     parameters: dict[str, Any] = {  # noqa: RUF012
@@ -56,11 +60,68 @@ class Echo:
 CONTEXT = ToolContext(image=b"")
 
 
-def test_tools_satisfy_the_protocol():
-    for tool in (Echo(), CodeTool(), ZoomTool()):
-        assert isinstance(tool, Tool)
-        assert tool.kind in ("cpu", "io")
-        assert tool.parameters["type"] == "object"
+def test_tools_declare_their_headers():
+    for cls in (Echo, CodeTool, ZoomTool, TextSearchTool, ImageSearchTool, WebVisitTool):
+        tool = cls()
+        assert tool.spec() == ToolSpec(cls.name, cls.description, cls.parameters, cls.title)
+
+
+def _declare(**header: Any) -> type[Tool]:
+    attributes = {
+        "name": "probe",
+        "title": "Probe",
+        "description": "Probe.",
+        "kind": "io",
+        "parameters": {"type": "object", "properties": {"x": {"type": "string"}}},
+        "run": Echo.run,
+        **header,
+    }
+    return type("Probe", (Tool,), attributes)
+
+
+@pytest.mark.parametrize(
+    ("header", "problem"),
+    [
+        ({"name": "probe tool"}, "name 'probe tool' is not an identifier"),
+        ({"title": ""}, "title must be a non-empty string"),
+        ({"kind": "gpu"}, "kind must be one of"),
+        ({"parameters": {"type": "array"}}, '"type": "object"'),
+        (
+            {"parameters": {"type": "object", "properties": {"x": {"type": "strng"}}}},
+            "parameters.properties.x.type must be one of",
+        ),
+        (
+            {"parameters": {"type": "object", "properties": {"x": {"maxitems": 2}}}},
+            "parameters.properties.x uses 'maxitems', which tool schemas do not support",
+        ),
+        (
+            {"parameters": {"type": "object", "properties": {}, "required": ["x"]}},
+            "parameters.required must list names of its properties",
+        ),
+        (
+            {"parameters": {"type": "object", "properties": {"x": {"minItems": -1}}}},
+            "parameters.properties.x.minItems must be a whole number >= 0",
+        ),
+    ],
+)
+def test_a_bad_header_is_refused_when_the_class_is_defined(header, problem):
+    assert _declare().name == "probe"
+    with pytest.raises(TypeError, match="tool class Probe: ") as refused:
+        _declare(**header)
+    assert problem in str(refused.value)
+
+
+def test_tool_specs_are_the_headers_shaped_by_the_settings():
+    zoom, search = tool_specs(
+        ["image_zoom_in_tool", "text_search"],
+        image_zoom_in_tool={"coordinates": "absolute"},
+        text_search={"max_queries": 2},
+    )
+    assert "absolute pixel coordinates" in zoom.description
+    assert zoom.settings == {"coordinates": "absolute"} and zoom.title == ZoomTool.title
+    assert search.parameters["properties"]["queries"]["maxItems"] == 2
+    assert TextSearchTool.parameters["properties"]["queries"]["maxItems"] == 5
+    assert ToolSpec.from_dict(zoom.to_dict()) == zoom
 
 
 def test_records_are_frozen():
@@ -112,6 +173,8 @@ def test_check_arguments_accepts_type_lists_and_null():
 def test_example_arguments():
     assert example_arguments(CodeTool.parameters) == {"code": "..."}
     assert example_arguments(ZoomTool().parameters) == {"bbox_2d": [0, 0, 0, 0]}
+    every = example_arguments(WebVisitTool.parameters, optional=True)
+    assert every == {"urls": ["..."], "goal": "..."}
 
 
 def test_run_tool_keeps_bad_calls_and_failures_apart():
@@ -143,7 +206,7 @@ def test_build_tools_by_name_with_settings():
     )
     assert list(tools) == ["image_zoom_in_tool", "code"]
     assert "absolute pixel coordinates" in tools["image_zoom_in_tool"].description
-    assert "3 s" in tools["code"].description
+    assert tools["code"]._config.limits.wall_s == 3  # type: ignore[attr-defined]
 
 
 def test_build_tools_rejects_mistakes():
@@ -177,11 +240,20 @@ def test_code_tool_is_cheap_to_build_and_pickles_without_its_pool():
 
 
 def test_code_tool_rejects_bad_calls_before_starting_anything():
-    tool = CodeTool()
-    result = tool.run({"code": 1}, CONTEXT)
+    tools = {"code": CodeTool()}
+    result = run_tool(tools, "code", {"code": 1}, CONTEXT)
     assert result.error_type == "arguments" and "arguments.code must be a string" in result.error
-    assert tool.run({"code": "  \n"}, CONTEXT).error == "The code is empty: write some Python."
-    assert tool._sandbox is None
+    empty = run_tool(tools, "code", {"code": "  \n"}, CONTEXT)
+    assert empty.error == "The code is empty: write some Python."
+    assert tools["code"]._sandbox is None
+
+
+@pytest.mark.parametrize("module", ["tools.code", "tools.zoom", "tools.search.search_tools"])
+def test_tools_do_not_import_the_registry(module):
+    # The registry imports the tools (lazily); a tool importing the registry made a circle.
+    code = f"import sys, {module}\nprint('tools.registry' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_tools_import_neither_beam_nor_triton_nor_the_pipeline():

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from tools.base import ToolContext
+from tools.registry import run_tool
 from tools.zoom import ZoomTool
 
 
@@ -135,7 +136,7 @@ def test_exif_orientation_is_applied():
     ],
 )
 def test_bad_calls_are_explained(context, arguments, fragment, kind):
-    result = ZoomTool().run(arguments, context)
+    result = run_tool({ZoomTool.name: ZoomTool()}, ZoomTool.name, arguments, context)
     assert not result.ok and result.images == ()
     assert fragment in result.error and result.error_type == kind
 

@@ -17,8 +17,7 @@ import re
 import threading
 from typing import Any
 
-from tools.base import ToolArgumentsError, ToolContext, ToolError, ToolResult
-from tools.registry import validate_arguments
+from tools.base import Tool, ToolArgumentsError, ToolContext, ToolError, ToolResult
 from tools.search.extract import fit
 from tools.search.providers import (
     ImageSearchProvider,
@@ -50,6 +49,38 @@ def _strings(description: str, max_items: int) -> dict[str, Any]:
     }
 
 
+def _text_parameters(s: TextSearchSettings) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"queries": _strings("search queries", s.max_queries)},
+        "required": ["queries"],
+        "additionalProperties": False,
+    }
+
+
+def _image_parameters(s: ImageSearchSettings) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "image_paths": _strings('"image" or "<sub-image N>" to search for', s.max_images)
+        },
+        "required": ["image_paths"],
+        "additionalProperties": False,
+    }
+
+
+def _visit_parameters(s: WebVisitSettings) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "urls": _strings("http(s) URLs to read", s.max_urls),
+            "goal": {"type": "string", "description": "what to look for on the pages"},
+        },
+        "required": ["urls"],
+        "additionalProperties": False,
+    }
+
+
 class _LazyProvider:
     """Builds the provider from the settings on first use; pickles without it."""
 
@@ -77,34 +108,27 @@ class _LazyProvider:
         self._lock = threading.Lock()
 
 
-class TextSearchTool(_LazyProvider):
+class TextSearchTool(_LazyProvider, Tool):
     """``text_search {"queries": [str]}``: web search (see ``TextSearchSettings``)."""
 
     name = "text_search"
+    title = "Text search"
+    # FROZEN (docs/architecture.md): the tiny model was trained on this text.
+    description = (
+        "search the web for one or more text queries; each result has a title, url and snippet."
+    )
+    parameters = _text_parameters(TextSearchSettings())
     kind = "io"
 
     def __init__(self, **settings: Any) -> None:
         super().__init__()
         self._settings = TextSearchSettings(**settings)
-        s = self._settings
-        self.description = (
-            "Search the web for one or more text queries. Returns a JSON list of results, each "
-            f"with a title, url and snippet (at most {s.max_results} per query)."
-        )
-        self.parameters: dict[str, Any] = {
-            "type": "object",
-            "properties": {"queries": _strings("search queries", s.max_queries)},
-            "required": ["queries"],
-            "additionalProperties": False,
-        }
+        self.parameters = _text_parameters(self._settings)
 
     def _build(self) -> TextSearchProvider:
         return text_provider(self._settings)
 
     def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
-        problem = validate_arguments(self, arguments)
-        if problem is not None:
-            return ToolResult.failure(ToolArgumentsError(problem))
         queries = [q.strip() for q in arguments["queries"]]
         if not all(queries):
             return ToolResult.failure(ToolArgumentsError("A query is empty: write some words."))
@@ -131,38 +155,27 @@ def image_for(path: str, context: ToolContext) -> bytes:
     raise ToolArgumentsError(f"Unknown image path {path!r}: use {available}.")
 
 
-class ImageSearchTool(_LazyProvider):
+class ImageSearchTool(_LazyProvider, Tool):
     """``image_search {"image_paths": [str]}``: reverse image search (``ImageSearchSettings``)."""
 
     name = "image_search"
+    title = "Image search"
+    description = (
+        'reverse image search for the original image ("image") or a sub-image '
+        '("<sub-image N>"); each result has a title, source and link.'
+    )
+    parameters = _image_parameters(ImageSearchSettings())
     kind = "io"
 
     def __init__(self, **settings: Any) -> None:
         super().__init__()
         self._settings = ImageSearchSettings(**settings)
-        s = self._settings
-        self.description = (
-            'Reverse image search for the original image ("image") or an image a tool produced '
-            '("<sub-image N>"). Returns a JSON list of pages showing the image, each with a '
-            f"title, source (the image's URL) and link (the page), at most {s.max_results} per "
-            "image."
-        )
-        self.parameters: dict[str, Any] = {
-            "type": "object",
-            "properties": {
-                "image_paths": _strings('"image" or "<sub-image N>" to search for', s.max_images)
-            },
-            "required": ["image_paths"],
-            "additionalProperties": False,
-        }
+        self.parameters = _image_parameters(self._settings)
 
     def _build(self) -> ImageSearchProvider:
         return image_provider(self._settings)
 
     def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
-        problem = validate_arguments(self, arguments)
-        if problem is not None:
-            return ToolResult.failure(ToolArgumentsError(problem))
         limit = self._settings.max_results
         try:
             images = [image_for(path, context) for path in arguments["image_paths"]]
@@ -172,31 +185,20 @@ class ImageSearchTool(_LazyProvider):
         return ToolResult(text=hits_json(merge_hits(groups, limit)))
 
 
-class WebVisitTool(_LazyProvider):
+class WebVisitTool(_LazyProvider, Tool):
     """``web_visit {"urls": [str], "goal"?: str}``: read pages (``WebVisitSettings``)."""
 
     name = "web_visit"
+    title = "Web content"
+    description = "read web pages; say what you are looking for in goal to get the relevant part."
+    parameters = _visit_parameters(WebVisitSettings())
     kind = "io"
 
     def __init__(self, **settings: Any) -> None:
         super().__init__()
         self._settings = WebVisitSettings(**settings)
         self._summarizer: PageSummarizer | None = None
-        s = self._settings
-        self.description = (
-            "Read web pages. Returns the text of each page (at most "
-            f"{s.max_chars} characters in all); say what you are looking for in goal to get "
-            "the part of a long page that matters."
-        )
-        self.parameters: dict[str, Any] = {
-            "type": "object",
-            "properties": {
-                "urls": _strings("http(s) URLs to read", s.max_urls),
-                "goal": {"type": "string", "description": "what to look for on the pages"},
-            },
-            "required": ["urls"],
-            "additionalProperties": False,
-        }
+        self.parameters = _visit_parameters(self._settings)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**super().__getstate__(), "_summarizer": None}
@@ -206,9 +208,6 @@ class WebVisitTool(_LazyProvider):
         return page_provider(self._settings)
 
     def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
-        problem = validate_arguments(self, arguments)
-        if problem is not None:
-            return ToolResult.failure(ToolArgumentsError(problem))
         urls = list(dict.fromkeys(u.strip() for u in arguments["urls"]))
         goal = (arguments.get("goal") or "").strip() or None
         budget = max(200, self._settings.max_chars // len(urls))
