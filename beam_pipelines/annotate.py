@@ -34,11 +34,8 @@ from tritonclient.utils import InferenceServerException
 from beam_pipelines import progress
 from beam_pipelines.agent import loop
 from beam_pipelines.agent.records import ToolSpec
-from beam_pipelines.io.layout import OutputLayout
-from beam_pipelines.io.manifest import versions, write_manifest
 from beam_pipelines.io.readers import ReadJobs
 from beam_pipelines.io.resume import SkipDoneAndDuplicates
-from beam_pipelines.io.writers import WriteResults
 from beam_pipelines.model_client import describe_model
 from beam_pipelines.options import (
     AnnotateConfig,
@@ -48,6 +45,9 @@ from beam_pipelines.options import (
     tool_settings_from_options,
     with_default_runner,
 )
+from beam_pipelines.outputs.layout import OutputLayout
+from beam_pipelines.outputs.manifest import versions, write_manifest
+from beam_pipelines.outputs.writers import WriteResults
 from beam_pipelines.report import print_report_path
 from beam_pipelines.summary import RunSummary, print_summary, summarize
 from beam_pipelines.transforms.agent_loop import AgentLoop

@@ -27,7 +27,8 @@ from typing import Any
 from beam_pipelines import annotate
 from beam_pipelines.benchmarks import BENCHMARKS, Prediction, get_benchmark
 from beam_pipelines.io.files import join, normalize, write_bytes
-from beam_pipelines.summary import print_summary, read_answers
+from beam_pipelines.outputs.readers import read_answers
+from beam_pipelines.summary import print_summary
 from beam_pipelines.transforms.samples import Samples, sample_id
 
 
@@ -127,7 +128,7 @@ def run(argv: Sequence[str]) -> tuple[EvaluateResult, annotate.AnnotateResult]:
     result = annotate.run(
         [f"--input={jobs_path}", f"--output={annotations}", *extra], samples=samples
     )
-    rows = {r["id"]: r for r in read_answers(join(annotations, "runs", "*", "answers", "part-*"))}
+    rows = {r["id"]: r for r in read_answers(result.layout.all_answers_glob())}
     rounds = [
         benchmark.score(predictions(jobs, rows, k, args.samples)) for k in range(args.samples)
     ]

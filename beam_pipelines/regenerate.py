@@ -23,7 +23,6 @@ runs/<run_id>/filter_counts.json        kept ratio, rejections per filter, jobs 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import logging
 import sys
@@ -49,16 +48,17 @@ from beam_pipelines.filters import (
     TritonJudge,
     build_chain,
 )
-from beam_pipelines.io.files import join, read_bytes, write_bytes
-from beam_pipelines.io.layout import OutputLayout
+from beam_pipelines.io.files import join, write_bytes
 from beam_pipelines.options import (
     AnnotateOptions,
     parse_tools,
     tool_settings_from_options,
     with_default_runner,
 )
+from beam_pipelines.outputs.layout import OutputLayout
+from beam_pipelines.outputs.readers import iter_lines
 from beam_pipelines.sft_export import sft_record
-from beam_pipelines.summary import _paths, print_summary
+from beam_pipelines.summary import print_summary
 from beam_pipelines.transforms.samples import Samples
 
 log = logging.getLogger(__name__)
@@ -223,10 +223,9 @@ def sft_line(line: str) -> str:
 
 def build_filter(pipeline: beam.Pipeline, layout: OutputLayout, chain: FilterChain) -> None:
     """Add the filter graph (module docstring) to `pipeline`."""
-    traces_glob = join(layout.root, "runs", "*", "traces", "part-*.jsonl.gz")
     verdicts = (
         pipeline
-        | "MatchTraces" >> MatchFiles(traces_glob, EmptyMatchTreatment.ALLOW)
+        | "MatchTraces" >> MatchFiles(layout.all_traces_glob(), EmptyMatchTreatment.ALLOW)
         | "ReadMatches" >> ReadMatches()
         | "ReadTraces" >> beam.FlatMap(read_traces)
         | "OnePerSample" >> beam.GroupByKey()
@@ -241,32 +240,23 @@ def build_filter(pipeline: beam.Pipeline, layout: OutputLayout, chain: FilterCha
         | "Rejected" >> beam.Filter(lambda v: v[0] == "rejected")
         | "RejectedRow" >> beam.Values()
     )
-    run_dir = layout.run_dir
     kept | "WriteKept" >> beam.io.WriteToText(
-        join(run_dir, "kept", "part"), file_name_suffix=".jsonl.gz"
+        join(layout.kept_dir, "part"), file_name_suffix=".jsonl.gz"
     )
     (
         kept
         | "SFT" >> beam.Map(sft_line)
-        | "WriteSFT" >> beam.io.WriteToText(join(run_dir, "sft", "part"), file_name_suffix=".jsonl")
+        | "WriteSFT" >> beam.io.WriteToText(join(layout.sft_dir, "part"), file_name_suffix=".jsonl")
     )
     rejected | "WriteRejected" >> beam.io.WriteToText(
-        join(run_dir, "rejected", "part"), file_name_suffix=".jsonl"
+        join(layout.rejected_dir, "part"), file_name_suffix=".jsonl"
     )
-
-
-def _lines(pattern: str) -> Iterator[str]:
-    for path in _paths(pattern):
-        data = read_bytes(path)
-        text = gzip.decompress(data).decode("utf-8") if path.endswith(".gz") else data.decode()
-        yield from (line for line in text.splitlines() if line.strip())
 
 
 def count_filtered(layout: OutputLayout, chain: FilterChain) -> FilterCounts:
     """Read the filter outputs back and count them (the outputs are the truth)."""
-    run_dir = layout.run_dir
-    rejected = [json.loads(line) for line in _lines(join(run_dir, "rejected", "part-*"))]
-    sft = [json.loads(line) for line in _lines(join(run_dir, "sft", "part-*"))]
+    rejected = [json.loads(line) for line in iter_lines(join(layout.rejected_dir, "part-*"))]
+    sft = [json.loads(line) for line in iter_lines(join(layout.sft_dir, "part-*"))]
     by_filter = Counter(row["filter"] for row in rejected)
     sources_kept = {row["source_id"] for row in sft}
     return FilterCounts(
@@ -276,10 +266,10 @@ def count_filtered(layout: OutputLayout, chain: FilterChain) -> FilterCounts:
         jobs=len(sources_kept | {row["source_id"] for row in rejected}),
         jobs_with_kept=len(sources_kept),
         outputs={
-            "kept": join(run_dir, "kept"),
-            "rejected": join(run_dir, "rejected"),
-            "sft": join(run_dir, "sft"),
-            "counts": join(run_dir, "filter_counts.json"),
+            "kept": layout.kept_dir,
+            "rejected": layout.rejected_dir,
+            "sft": layout.sft_dir,
+            "counts": layout.filter_counts,
         },
     )
 

@@ -1,49 +1,17 @@
-"""The end-of-run summary, computed from what the run wrote (the outputs are the truth).
-
-Counts by status and by failure class, accuracy over jobs with ground truth, tokens, tool
-calls, jobs per second and where everything is. Answer rows are deduplicated by id, the way
-every reader of the outputs should read them (a retried bundle on a distributed runner can
-write a job's row twice; both copies are the same job).
+"""The end-of-run summary: the run's counts (`outputs.counts`), its wall time, how many jobs
+were skipped as done before, and where everything is.
 """
 
 from __future__ import annotations
 
-import io
-import json
-from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 from rich.console import Console
 from rich.table import Table
 
-from beam_pipelines.io.files import read_bytes
-from beam_pipelines.io.layout import OutputLayout
-
-
-def _paths(pattern: str) -> list[str]:
-    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
-
-
-def read_answers(pattern: str) -> list[dict[str, Any]]:
-    """Answer rows of the shards matching `pattern`, one per id."""
-    rows: dict[str, dict[str, Any]] = {}
-    for path in _paths(pattern):
-        for row in pq.read_table(io.BytesIO(read_bytes(path))).to_pylist():
-            rows.setdefault(row["id"], row)
-    return list(rows.values())
-
-
-def read_failures(pattern: str) -> list[dict[str, Any]]:
-    """Failure rows of the shards matching `pattern`."""
-    rows = []
-    for path in _paths(pattern):
-        for line in read_bytes(path).decode("utf-8").splitlines():
-            if line.strip():
-                rows.append(json.loads(line))
-    return rows
+from beam_pipelines.outputs.counts import RunCounts, count_run
+from beam_pipelines.outputs.layout import OutputLayout
 
 
 @dataclass
@@ -51,58 +19,32 @@ class RunSummary:
     """What one run did."""
 
     run_id: str
-    answered: int = 0
-    max_turns: int = 0
-    failed: int = 0
+    counts: RunCounts = field(default_factory=RunCounts)
     skipped: int = 0
-    failures_by_class: dict[str, int] = field(default_factory=dict)
-    graded: int = 0
-    correct: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    tool_calls: int = 0
     wall_s: float = 0.0
     outputs: dict[str, str] = field(default_factory=dict)
 
     @property
-    def finished(self) -> int:
-        return self.answered + self.max_turns + self.failed
-
-    @property
-    def accuracy(self) -> float | None:
-        return self.correct / self.graded if self.graded else None
-
-    @property
     def jobs_per_s(self) -> float:
-        return self.finished / self.wall_s if self.wall_s > 0 else 0.0
+        return self.counts.finished / self.wall_s if self.wall_s > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            **asdict(self),
-            "finished": self.finished,
-            "accuracy": self.accuracy,
+            "run_id": self.run_id,
+            **self.counts.to_dict(),
+            "skipped": self.skipped,
+            "wall_s": self.wall_s,
             "jobs_per_s": self.jobs_per_s,
+            "outputs": self.outputs,
         }
 
 
 def summarize(layout: OutputLayout, wall_s: float, skipped: int = 0) -> RunSummary:
-    """Read the run's answers and failures back and count them."""
-    answers = read_answers(layout.answers_glob())
-    failures = read_failures(layout.failures_glob())
-    statuses = Counter(row["status"] for row in answers)
-    graded = [row for row in answers if row["correct"] is not None]
+    """Count the run's outputs."""
     return RunSummary(
         run_id=layout.run_id,
-        answered=statuses.get("answered", 0),
-        max_turns=statuses.get("max_turns", 0),
-        failed=len(failures),
+        counts=count_run(layout),
         skipped=skipped,
-        failures_by_class=dict(Counter(f["error_class"] for f in failures).most_common()),
-        graded=len(graded),
-        correct=sum(1 for row in graded if row["correct"]),
-        prompt_tokens=sum(row["prompt_tokens"] for row in answers),
-        completion_tokens=sum(row["completion_tokens"] for row in answers),
-        tool_calls=sum(row["tool_calls"] for row in answers),
         wall_s=wall_s,
         outputs={
             "answers": layout.answers_dir,
@@ -119,22 +61,23 @@ def summary_table(summary: RunSummary) -> Table:
     table = Table(title=f"run {summary.run_id}", title_justify="left", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")
-    accuracy = summary.accuracy
+    counts = summary.counts
+    accuracy = counts.accuracy
     rows = [
-        ("answered", str(summary.answered)),
-        ("max_turns", str(summary.max_turns)),
-        ("failed", str(summary.failed)),
-        *((f"  {k}", str(v)) for k, v in summary.failures_by_class.items()),
+        ("answered", str(counts.answered)),
+        ("max_turns", str(counts.max_turns)),
+        ("failed", str(counts.failed)),
+        *((f"  {k}", str(v)) for k, v in counts.failures_by_class.most_common()),
         ("skipped (done before)", str(summary.skipped)),
         (
             "accuracy",
-            f"{accuracy:.1%} ({summary.correct}/{summary.graded})" if accuracy is not None else "-",
+            f"{accuracy:.1%} ({counts.correct}/{counts.graded})" if accuracy is not None else "-",
         ),
         (
             "tokens (prompt + completion)",
-            f"{summary.prompt_tokens:,} + {summary.completion_tokens:,}",
+            f"{counts.prompt_tokens:,} + {counts.completion_tokens:,}",
         ),
-        ("tool calls", str(summary.tool_calls)),
+        ("tool calls", str(counts.tool_calls)),
         ("wall time", f"{summary.wall_s:.1f} s"),
         ("jobs/s", f"{summary.jobs_per_s:.2f}"),
     ]

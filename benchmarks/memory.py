@@ -79,8 +79,8 @@ def write_jobs(base: Path, n: int, destination: Path, scripted: bool = False) ->
 
 def answer_rows(out: Path) -> dict[str, int]:
     """What the run wrote: answer rows by status, and how many made at least one tool call."""
-    from beam_pipelines.io.layout import OutputLayout
-    from beam_pipelines.summary import read_answers
+    from beam_pipelines.outputs.layout import OutputLayout
+    from beam_pipelines.outputs.readers import read_answers
 
     rows = read_answers(OutputLayout(str(out), run_id="").all_answers_glob())
     counts = Counter(row["status"] for row in rows)

@@ -46,9 +46,9 @@ import tritonclient.grpc.aio as aioclient  # noqa: E402
 from beam_pipelines import annotate  # noqa: E402
 from beam_pipelines.agent import loop  # noqa: E402
 from beam_pipelines.agent.records import Job, Trajectory, answer_row  # noqa: E402
-from beam_pipelines.io.layout import OutputLayout  # noqa: E402
 from beam_pipelines.model_client import ViewCache, decode_reply, inline_images  # noqa: E402
 from beam_pipelines.options import DEFAULT_MAX_PIXELS, DEFAULT_SAMPLING  # noqa: E402
+from beam_pipelines.outputs.layout import OutputLayout  # noqa: E402
 from beam_pipelines.serve import TritonServer  # noqa: E402
 from beam_pipelines.transforms.execute_tools import ToolRuntime, run_turn  # noqa: E402
 from beam_pipelines.transforms.images import ImageStore  # noqa: E402

@@ -20,8 +20,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from beam_pipelines import annotate
+from beam_pipelines.outputs.readers import read_answers
 from beam_pipelines.serve import TritonServer
-from beam_pipelines.summary import read_answers
 from tiny_agent.task import write_corpus
 
 RESULTS = Path(__file__).parent / "results" / "tiny_accuracy.json"

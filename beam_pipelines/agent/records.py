@@ -1,9 +1,11 @@
 """The records every part of the product exchanges (docs/formats.md, a contract).
 
 Jobs come in, trajectories advance turn by turn, and every job ends as one answer row (Parquet,
-``answer_schema()``) plus one trace, or as one ``Failure``. All records are frozen dataclasses
-with a lossless ``to_dict()`` / ``from_dict()`` JSON round trip, because they cross process
-boundaries (Beam workers, the Triton client, the sandbox) and end up in object storage.
+``answer_schema()``) plus one trace, or as one ``Failure`` (a ``FailedJob`` when it had started:
+the failure row with its partial trajectory, on its way to the writer). All records are frozen
+dataclasses; those that are stored have a lossless ``to_dict()`` / ``from_dict()`` JSON round
+trip, because they cross process boundaries (Beam workers, the Triton client, the sandbox) and
+end up in object storage.
 
 ``Job.from_dict`` is the one place where untrusted input is validated; it raises ``InputError``
 with a machine-readable ``error_class`` that becomes the failure row's class.
@@ -521,6 +523,14 @@ class Failure:
             trace_uri=d.get("trace_uri"),
             id=d.get("id"),
         )
+
+
+@dataclass(frozen=True)
+class FailedJob:
+    """A job that ended without an answer; `trajectory` is the partial one, if it started."""
+
+    failure: Failure
+    trajectory: Trajectory | None = None
 
 
 # --------------------------------------------------------------------------------------------

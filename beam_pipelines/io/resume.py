@@ -6,7 +6,7 @@ them. Among the remaining lines of one id, the first by (file, position) is the 
 other one is a `duplicate_id` failure row; the choice is deterministic, so a rerun makes the
 same one.
 
-Answer shards are only ever written whole (see `files.write_bytes`), so a killed run leaves
+Answer shards are only ever written whole (see `outputs.writers`), so a killed run leaves
 nothing half-written; a shard that cannot be read anyway (written by something else) is
 counted and reported rather than failing the run, and its ids are simply not skipped.
 """
@@ -18,23 +18,14 @@ from collections.abc import Iterable
 from typing import Any
 
 import apache_beam as beam
-import pyarrow.parquet as pq
 from apache_beam.io.fileio import EmptyMatchTreatment, MatchFiles
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_pipelines.agent.records import Failure, Job
 from beam_pipelines.io.readers import READ_STAGE, Candidate
+from beam_pipelines.outputs.readers import read_answered_ids
 
 log = logging.getLogger(__name__)
-
-
-def read_answered_ids(path: str) -> list[str]:
-    """The ids in one answer shard (only the `id` column is read)."""
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        table = pq.read_table(f, columns=["id"])
-    return [i for i in table.column("id").to_pylist() if i is not None]
 
 
 class ReadAnsweredIds(beam.DoFn):

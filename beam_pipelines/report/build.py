@@ -22,7 +22,14 @@ from typing import Any
 
 from beam_pipelines.agent.loop import from_trace
 from beam_pipelines.io.files import join, write_bytes
-from beam_pipelines.io.layout import OutputLayout
+from beam_pipelines.outputs.layout import OutputLayout
+from beam_pipelines.outputs.readers import (
+    iter_answers,
+    iter_failures,
+    iter_traces,
+    read_manifest,
+    resolve_run,
+)
 from beam_pipelines.report import charts
 from beam_pipelines.report.assets import ImageCopier
 from beam_pipelines.report.pages import (
@@ -32,13 +39,6 @@ from beam_pipelines.report.pages import (
     list_script,
     page_name,
     render,
-)
-from beam_pipelines.report.source import (
-    iter_answers,
-    iter_failures,
-    iter_traces,
-    read_manifest,
-    resolve_run,
 )
 from beam_pipelines.report.stats import (
     Candidate,
@@ -140,10 +140,10 @@ def _throughput(stats: RunStats, manifest: Mapping[str, Any]) -> dict[str, str]:
     wall = manifest.get("wall_s")
     if not isinstance(wall, int | float) or wall <= 0:
         return {"wall": "-", "jobs": "-", "tokens": "-"}
-    tokens = stats.prompt_tokens + stats.completion_tokens
+    tokens = stats.counts.prompt_tokens + stats.counts.completion_tokens
     return {
         "wall": f"{wall:.1f} s",
-        "jobs": f"{stats.finished / wall:.2f}",
+        "jobs": f"{stats.counts.finished / wall:.2f}",
         "tokens": f"{tokens / wall:,.0f}",
     }
 
@@ -164,7 +164,7 @@ def _run_info(manifest: Mapping[str, Any], stats: RunStats) -> list[tuple[str, s
         ("started", manifest.get("started_at")),
         ("finished", manifest.get("finished_at")),
         ("skipped (done before)", _mapping(manifest.get("counts")).get("skipped")),
-        ("duplicate answer rows", stats.duplicate_rows or None),
+        ("duplicate answer rows", stats.counts.duplicate_rows or None),
     ]
     return [(k, str(v)) for k, v in info if v not in (None, "")]
 
@@ -187,10 +187,10 @@ def build_report(
 
     stats = RunStats()
     sample = Sample(max_trajectories)
-    for answer in iter_answers(layout):
+    for answer in iter_answers(layout.answers_glob()):
         if stats.add_answer(answer):
             sample.offer(answer_candidate(answer))
-    for failure in iter_failures(layout):
+    for failure in iter_failures(layout.failures_glob()):
         if stats.add_failure(failure):
             sample.offer(failure_candidate(failure))
     total = stats.trajectories

@@ -1,10 +1,9 @@
 """Run statistics and the trajectory sample, computed in one streaming pass over the rows.
 
-`RunStats` counts what the summary shows (statuses, accuracy, tokens, latency, turn and
+`RunStats` counts what the summary shows (the run's `RunCounts`, plus latency, turn and
 tool-call histograms, failures by class with a few examples each); `Sample` keeps a bounded,
 deterministic sample of the trajectories that get a page. Both take rows one at a time, so a
-run of any size is summarised in memory proportional to its distinct ids (answer rows are
-deduplicated by id, as `beam_pipelines.summary` does) plus the sample.
+run of any size is summarised in memory proportional to its distinct ids plus the sample.
 """
 
 from __future__ import annotations
@@ -14,6 +13,8 @@ import heapq
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+from beam_pipelines.outputs.counts import RunCounts
 
 #: Examples kept per failure class.
 FAILURE_EXAMPLES = 5
@@ -50,46 +51,20 @@ class FailureExample:
 
 @dataclass
 class RunStats:
-    """Counts over every answer and failure row of a run."""
+    """The run's counts (`outputs.counts.RunCounts`) and what the report shows besides them:
+    turn, tool-call and latency distributions, failure stages and examples, trajectories."""
 
-    statuses: Counter[str] = field(default_factory=Counter)
-    graded: int = 0
-    correct: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    tool_calls: int = 0
+    counts: RunCounts = field(default_factory=RunCounts)
     latency_sum_s: float = 0.0
     latency_count: int = 0
     latencies_s: list[float] = field(default_factory=list)
     turns: Counter[int] = field(default_factory=Counter)
     tool_calls_per_job: Counter[int] = field(default_factory=Counter)
-    failures_by_class: Counter[str] = field(default_factory=Counter)
     failure_stages: dict[str, Counter[str]] = field(default_factory=dict)
     failure_examples: dict[str, list[FailureExample]] = field(default_factory=dict)
-    duplicate_rows: int = 0
     trajectories: int = 0
-    _seen: set[str] = field(default_factory=set, repr=False)
+    _failed_traces: set[str] = field(default_factory=set, repr=False)
     latency_cap: int = 100_000
-
-    @property
-    def answered(self) -> int:
-        return self.statuses.get("answered", 0)
-
-    @property
-    def max_turns(self) -> int:
-        return self.statuses.get("max_turns", 0)
-
-    @property
-    def failed(self) -> int:
-        return sum(self.failures_by_class.values())
-
-    @property
-    def finished(self) -> int:
-        return sum(self.statuses.values()) + self.failed
-
-    @property
-    def accuracy(self) -> float | None:
-        return self.correct / self.graded if self.graded else None
 
     @property
     def mean_latency_s(self) -> float | None:
@@ -97,22 +72,11 @@ class RunStats:
 
     def add_answer(self, row: dict[str, Any]) -> bool:
         """Count one answer row; False (and nothing counted) for a duplicate id."""
-        job_id = str(row.get("id"))
-        if job_id in self._seen:
-            self.duplicate_rows += 1
+        if not self.counts.add_answer(row):
             return False
-        self._seen.add(job_id)
         self.trajectories += 1
-        self.statuses[str(row.get("status"))] += 1
-        if row.get("correct") is not None:
-            self.graded += 1
-            self.correct += bool(row["correct"])
-        self.prompt_tokens += int(row.get("prompt_tokens") or 0)
-        self.completion_tokens += int(row.get("completion_tokens") or 0)
-        calls = int(row.get("tool_calls") or 0)
-        self.tool_calls += calls
         self.turns[int(row.get("turns") or 0)] += 1
-        self.tool_calls_per_job[calls] += 1
+        self.tool_calls_per_job[int(row.get("tool_calls") or 0)] += 1
         latency = row.get("latency_s")
         if isinstance(latency, int | float):
             self.latency_sum_s += float(latency)
@@ -128,9 +92,9 @@ class RunStats:
         True when the row is a trajectory not seen before: the job started the agent, so it
         has a (partial) trace the report can show.
         """
+        self.counts.add_failure(row)
         error_class = str(row.get("error_class") or "unknown")
         stage = str(row.get("stage") or "")
-        self.failures_by_class[error_class] += 1
         self.failure_stages.setdefault(error_class, Counter())[stage] += 1
         examples = self.failure_examples.setdefault(error_class, [])
         if len(examples) < FAILURE_EXAMPLES:
@@ -147,9 +111,12 @@ class RunStats:
                 )
             )
         job_id = row.get("id")
-        if not row.get("trace_uri") or job_id is None or str(job_id) in self._seen:
+        if not row.get("trace_uri") or job_id is None:
             return False
-        self._seen.add(str(job_id))
+        key = str(job_id)
+        if key in self.counts.answered_ids or key in self._failed_traces:
+            return False
+        self._failed_traces.add(key)
         self.trajectories += 1
         return True
 

@@ -34,9 +34,15 @@ from apache_beam.utils import shared
 from beam_pipelines import progress
 from beam_pipelines.agent import loop
 from beam_pipelines.agent.images import ImageError
-from beam_pipelines.agent.records import Failure, ImageRef, Observation, ToolCall, Trajectory
+from beam_pipelines.agent.records import (
+    FailedJob,
+    Failure,
+    ImageRef,
+    Observation,
+    ToolCall,
+    Trajectory,
+)
 from beam_pipelines.io.files import read_bytes
-from beam_pipelines.io.writers import FailedJob
 from beam_pipelines.transforms.backlog import Backlog
 from beam_pipelines.transforms.generate import running, windowed
 from beam_pipelines.transforms.images import ImageStore

@@ -32,8 +32,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_pipelines import progress
 from beam_pipelines.agent import loop
-from beam_pipelines.agent.records import Failure, Trajectory
-from beam_pipelines.io.writers import FailedJob
+from beam_pipelines.agent.records import FailedJob, Failure, Trajectory
 from beam_pipelines.model_client import (
     InFlightRequests,
     ModelChannel,

@@ -13,7 +13,7 @@ from PIL import Image
 from beam_pipelines.agent.images import encode_png, load_image, model_view, sha256_hex
 from beam_pipelines.agent.records import ImageRef
 from beam_pipelines.io.files import write_once
-from beam_pipelines.io.layout import OutputLayout
+from beam_pipelines.outputs.layout import OutputLayout
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,8 @@ from apache_beam.metrics import Metrics
 
 from beam_pipelines.agent import loop
 from beam_pipelines.agent.images import ImageError, load_image, sha256_hex
-from beam_pipelines.agent.records import Failure, ImageRef, Job, ToolSpec, Trajectory
+from beam_pipelines.agent.records import FailedJob, Failure, ImageRef, Job, ToolSpec, Trajectory
 from beam_pipelines.io.files import read_bytes
-from beam_pipelines.io.writers import FailedJob
 from beam_pipelines.transforms.backlog import Backlog
 from beam_pipelines.transforms.generate import windowed
 from beam_pipelines.transforms.images import ImageStore

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from beam_pipelines import annotate
 from beam_pipelines.annotate import AnnotateResult
-from beam_pipelines.summary import read_answers, read_failures
+from beam_pipelines.outputs.readers import read_answers, read_failures
 
 #: Economical settings: CI runs the whole suite on two shared cores.
 FAST = ("--max_turns=4", "--max_in_flight=8", "--max_tokens=256", "--progress=off")

@@ -25,11 +25,11 @@ def full_run(tmp_path_factory: pytest.TempPathFactory, corpus: Path, triton):
 def test_synthetic_corpus_is_answered_well_above_chance(full_run, corpus: Path) -> None:
     _, result = full_run
     summary = result.summary
-    assert summary.answered >= len(corpus.read_text().splitlines()) * 0.75, summary
+    assert summary.counts.answered >= len(corpus.read_text().splitlines()) * 0.75, summary
     # Four options: chance is 25 %. The bar is the embedded model's, reached through the
     # pipeline (views at the model's budget, crops through the sandbox, observations back).
-    assert summary.accuracy is not None and summary.accuracy >= 0.5, summary
-    assert summary.tool_calls > 0  # the zoom questions need a crop
+    assert summary.counts.accuracy is not None and summary.counts.accuracy >= 0.5, summary
+    assert summary.counts.tool_calls > 0  # the zoom questions need a crop
 
 
 def test_every_job_ends_in_one_row_with_a_replayable_trace(full_run, corpus: Path) -> None:
@@ -53,7 +53,8 @@ def test_every_job_ends_in_one_row_with_a_replayable_trace(full_run, corpus: Pat
                 assert Path(uri).parent == out / "images"
 
     manifest = json.loads((Path(result.layout.run_dir) / "manifest.json").read_text())
-    assert manifest["status"] == "done" and manifest["counts"]["answered"] == summary.answered
+    assert manifest["status"] == "done"
+    assert manifest["counts"]["answered"] == summary.counts.answered
     assert manifest["config"]["max_turns"] == 4 and "apache-beam" in manifest["versions"]
     assert manifest["metrics"]["model_requests"] >= len(lines)
 
@@ -62,9 +63,9 @@ def test_a_rerun_skips_what_is_answered(tmp_path: Path, corpus: Path, triton) ->
     out = tmp_path / "out"
     first = annotate_run(corpus, out, triton.grpc_url, "--limit=4")
     second = annotate_run(corpus, out, triton.grpc_url, "--limit=6")
-    assert first.summary.finished == 4
-    assert second.summary.skipped == first.summary.answered + first.summary.max_turns
-    assert second.summary.finished == 6 - second.summary.skipped
+    assert first.summary.counts.finished == 4
+    assert second.summary.skipped == first.summary.counts.answered + first.summary.counts.max_turns
+    assert second.summary.counts.finished == 6 - second.summary.skipped
 
 
 def test_parquet_input_and_a_folder_of_images(tmp_path: Path, corpus: Path, triton) -> None:

@@ -62,5 +62,5 @@ def test_vstar_avg_at_k_matches_the_answer_rows(tmp_path: Path, corpus: Path, tr
     # A rerun asks nothing answered again (failures are retried) and scores what is there.
     shutil.rmtree(out / "benchmark")
     again, rerun = evaluate.run(argv)
-    assert rerun.summary.skipped == run.summary.answered + run.summary.max_turns
+    assert rerun.summary.skipped == run.summary.counts.answered + run.summary.counts.max_turns
     matches_the_answer_rows(again, out)

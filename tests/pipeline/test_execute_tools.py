@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from beam_pipelines.agent import loop
-from beam_pipelines.io.layout import OutputLayout
-from beam_pipelines.io.writers import FailedJob
+from beam_pipelines.agent.records import FailedJob
+from beam_pipelines.outputs.layout import OutputLayout
 from beam_pipelines.transforms.execute_tools import ToolRuntime, run_turn
 from beam_pipelines.transforms.images import ImageStore
 

@@ -28,7 +28,7 @@ from beam_pipelines.filters import (
     image_claims,
     parse_verdict,
 )
-from beam_pipelines.io.layout import OutputLayout
+from beam_pipelines.outputs.layout import OutputLayout
 from beam_pipelines.transforms.execute_tools import ToolRuntime, run_turn
 from beam_pipelines.transforms.images import ImageStore
 

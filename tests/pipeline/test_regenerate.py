@@ -124,9 +124,9 @@ def test_a_rerun_samples_nothing_again_and_filters_everything(first, corpus: Pat
     out, result = first
     again = regenerate_run(corpus, out, triton.grpc_url, "--filters=answer,format")
     summary = again.sampling.summary
-    done = result.sampling.summary.answered + result.sampling.summary.max_turns
-    assert summary.skipped == done
-    assert summary.finished == result.sampling.summary.failed  # only failures are retried
+    before = result.sampling.summary.counts
+    assert summary.skipped == before.answered + before.max_turns
+    assert summary.counts.finished == before.failed  # only failures are retried
     assert again.counts.trajectories == result.counts.trajectories
     assert set(again.counts.rejected) == {"answer", "format"}
 

@@ -14,7 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_pipelines.agent import loop
 from beam_pipelines.agent.records import Trajectory
 from beam_pipelines.filters import build_chain
-from beam_pipelines.io.layout import OutputLayout
+from beam_pipelines.outputs.layout import OutputLayout
 from beam_pipelines.regenerate import best_trace, run_filters
 from beam_pipelines.transforms.samples import sample_job
 

@@ -1,14 +1,8 @@
 """Skip-done and duplicate ids, decided per key after the join."""
 
-import io
-from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from beam_pipelines.agent.records import Failure, Job, answer_schema
+from beam_pipelines.agent.records import Failure, Job
 from beam_pipelines.io.readers import Candidate
-from beam_pipelines.io.resume import read_answered_ids, select_jobs
+from beam_pipelines.io.resume import select_jobs
 
 
 def candidate(source: str, position: int, job_id: str = "a") -> Candidate:
@@ -33,24 +27,3 @@ def test_done_ids_are_skipped_with_all_their_lines() -> None:
 def test_read_failures_pass_through() -> None:
     failure = Failure(input="{x", stage="read", error_class="invalid_json", message="m")
     assert select_jobs("\x00failure", [failure], done=False) == (None, [failure], 0)
-
-
-def test_answered_ids_are_read_from_the_id_column(tmp_path: Path) -> None:
-    rows = [
-        {
-            "id": i,
-            "status": "answered",
-            "turns": 1,
-            "tool_calls": 0,
-            "prompt_tokens": 1,
-            "completion_tokens": 1,
-            "model": "m",
-            "protocol": "r1v4",
-        }
-        for i in ("a/b", "../c")
-    ]
-    buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows, schema=answer_schema()), buffer)
-    path = tmp_path / "part-1.parquet"
-    path.write_bytes(buffer.getvalue())
-    assert read_answered_ids(str(path)) == ["a/b", "../c"]

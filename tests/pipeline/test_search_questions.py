@@ -30,7 +30,7 @@ def test_search_questions_are_answered_through_the_codebook(tmp_path: Path, trit
     answers, failures = run_rows(result)
     assert len(answers) + len(failures) == 12
     # Four codewords per question: chance is 25 %; the codeword is only in the search result.
-    assert result.summary.accuracy is not None and result.summary.accuracy >= 0.5
+    assert result.summary.counts.accuracy is not None and result.summary.counts.accuracy >= 0.5
     jobs_by_id = {job["id"]: job for job in map(json.loads, jobs.read_text().splitlines())}
     read_right = 0
     for row in answers:

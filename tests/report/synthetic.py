@@ -19,11 +19,19 @@ from PIL import Image, ImageDraw
 
 from beam_pipelines.agent import loop
 from beam_pipelines.agent.images import load_image, sha256_hex
-from beam_pipelines.agent.records import Failure, ImageRef, Job, Observation, ToolSpec, Trajectory
+from beam_pipelines.agent.records import (
+    FailedJob,
+    Failure,
+    ImageRef,
+    Job,
+    Observation,
+    ToolSpec,
+    Trajectory,
+)
 from beam_pipelines.io.files import join, write_bytes
-from beam_pipelines.io.layout import OutputLayout
-from beam_pipelines.io.manifest import write_manifest
-from beam_pipelines.io.writers import FailedJob, WriteResults
+from beam_pipelines.outputs.layout import OutputLayout
+from beam_pipelines.outputs.manifest import write_manifest
+from beam_pipelines.outputs.writers import WriteResults
 from beam_pipelines.transforms.images import ImageStore
 
 RUN_ID = "20260101T000000Z-synthetic"

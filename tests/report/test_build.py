@@ -13,9 +13,9 @@ import pytest
 from markupsafe import escape
 
 from beam_pipelines.__main__ import main
-from beam_pipelines.io.layout import OutputLayout
+from beam_pipelines.outputs import readers as output_readers
+from beam_pipelines.outputs.layout import OutputLayout
 from beam_pipelines.report import build_report, print_report_path
-from beam_pipelines.report import source as report_source
 from beam_pipelines.report.pages import page_name, script_hash
 
 from .synthetic import RUN_ID, XSS, XSS_ID, write_run
@@ -171,7 +171,7 @@ def test_only_the_wanted_traces_are_parsed(
             parsed.append(value["id"])
         return value
 
-    monkeypatch.setattr(report_source.json, "loads", counting_loads)
+    monkeypatch.setattr(output_readers.json, "loads", counting_loads)
     build_report(str(synthetic_root), max_trajectories=2, report_dir=str(tmp_path))
     assert len(parsed) == 2
 

@@ -69,13 +69,13 @@ def test_run_stats_count_each_id_once() -> None:
         False
     ]
     assert not stats.add_failure({"error_class": "invalid_json", "stage": "read", "message": "b"})
-    assert (stats.answered, stats.max_turns, stats.failed, stats.finished) == (2, 1, 8, 11)
-    assert (stats.graded, stats.correct, stats.accuracy) == (2, 1, 0.5)
-    assert stats.duplicate_rows == 1
+    assert not stats.add_failure({**traced, "id": "a"})  # answered: its trace is already shown
+    assert (stats.counts.finished, stats.counts.duplicate_rows) == (12, 1)
     assert stats.trajectories == 3 + 6  # answered ids, then failed ids that have a trace
     assert stats.turns == {2: 2, 4: 1}
     assert stats.tool_calls_per_job == {1: 2, 3: 1}
     assert stats.mean_latency_s == 1.5
+    assert stats.failure_stages["model"] == {"agent": 8}
     assert len(stats.failure_examples["model"]) == 5
     assert len(stats.failure_examples["model"][0].message) < 510
 

@@ -1,8 +1,11 @@
-"""Reading one run's outputs for the report, as streams, through Beam's FileSystems.
+"""Reading outputs back, as streams, through Beam's FileSystems (local, `file://`, `gs://`).
 
-Everything here reads the layout the pipeline writes (`beam_pipelines.io.layout`) and works
-the same on a local folder, `file://` or `gs://`. Nothing holds more than one shard's rows
-(answers, failures) or one trace at a time: a run of any size is read in bounded memory.
+Answers, failures and traces of one run or of every run under a root (the globs of
+`layout.py`), the run list and manifests. Nothing holds more than one shard's rows or one
+trace at a time unless it says so (`read_answers`, `read_failures`). A shard that cannot be
+read (written by something else, damaged) is logged and skipped: one bad file never stops a
+summary, a report or a resume. Answer rows are deduplicated by id by whoever counts them (a
+retried bundle on a distributed runner can write a job's row twice; both are the same job).
 """
 
 from __future__ import annotations
@@ -11,14 +14,13 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
-from urllib.parse import unquote
 
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipelines.io.files import exists, join, read_bytes
-from beam_pipelines.io.layout import OutputLayout
+from beam_pipelines.io.files import exists, read_bytes
+from beam_pipelines.outputs.layout import OutputLayout, split_trace_uri
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +37,16 @@ def match(pattern: str) -> list[str]:
     return sorted(m.path for m in result.metadata_list)
 
 
+# -- runs -------------------------------------------------------------------------------------
+
+
 def list_runs(root: str) -> list[str]:
     """Run ids under an output root (those with a manifest), oldest first.
 
     Run ids start with their UTC start time (`options.new_run_id`), so sorting by name sorts
     by start; a run id chosen by hand sorts by its name.
     """
-    manifests = match(join(root, "runs", "*", "manifest.json"))
+    manifests = match(OutputLayout(root, "").all_manifests_glob())
     return sorted(path.rstrip("/").split("/")[-2] for path in manifests)
 
 
@@ -63,25 +68,44 @@ def read_manifest(layout: OutputLayout) -> dict[str, Any]:
     try:
         data = json.loads(read_bytes(layout.manifest))
     except (OSError, ValueError) as e:
-        log.warning("report: cannot read %s: %s", layout.manifest, e)
+        log.warning("cannot read %s: %s", layout.manifest, e)
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def iter_answers(layout: OutputLayout) -> Iterator[dict[str, Any]]:
-    """Answer rows of the run, shard by shard, batch by batch (duplicates included)."""
-    for path in match(layout.answers_glob()):
+# -- answers and failures ---------------------------------------------------------------------
+
+
+def read_answered_ids(path: str) -> list[str]:
+    """The ids in one answer shard (only the `id` column is read); raises when unreadable."""
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        table = pq.read_table(f, columns=["id"])
+    return [i for i in table.column("id").to_pylist() if i is not None]
+
+
+def iter_answers(pattern: str) -> Iterator[dict[str, Any]]:
+    """Answer rows of the shards matching `pattern`, shard by shard, batch by batch
+    (duplicates included)."""
+    for path in match(pattern):
         try:
             with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
                 for batch in pq.ParquetFile(f).iter_batches(batch_size=ANSWER_BATCH_ROWS):
                     yield from batch.to_pylist()
-        except (OSError, ValueError) as e:  # a damaged shard must not stop the report
-            log.warning("report: cannot read answer shard %s: %s", path, e)
+        except (OSError, ValueError) as e:
+            log.warning("cannot read answer shard %s: %s", path, e)
 
 
-def iter_failures(layout: OutputLayout) -> Iterator[dict[str, Any]]:
-    """Failure rows of the run, line by line."""
-    for path in match(layout.failures_glob()):
+def read_answers(pattern: str) -> list[dict[str, Any]]:
+    """Answer rows of the shards matching `pattern`, one per id (the first read)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for row in iter_answers(pattern):
+        rows.setdefault(row["id"], row)
+    return list(rows.values())
+
+
+def iter_failures(pattern: str) -> Iterator[dict[str, Any]]:
+    """Failure rows of the shards matching `pattern`, line by line."""
+    for path in match(pattern):
         try:
             with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
                 for line in iter(f.readline, b""):
@@ -93,15 +117,25 @@ def iter_failures(layout: OutputLayout) -> Iterator[dict[str, Any]]:
                         if isinstance(row, dict):
                             yield row
         except OSError as e:
-            log.warning("report: cannot read failure shard %s: %s", path, e)
+            log.warning("cannot read failure shard %s: %s", path, e)
 
 
-def split_trace_uri(uri: str | None) -> tuple[str, str] | None:
-    """`<shard>#<url-quoted id>` -> (shard, id), or None for anything else."""
-    if not uri or "#" not in uri:
-        return None
-    shard, _, quoted = uri.rpartition("#")
-    return shard, unquote(quoted)
+def read_failures(pattern: str) -> list[dict[str, Any]]:
+    """Failure rows of the shards matching `pattern`."""
+    return list(iter_failures(pattern))
+
+
+def iter_lines(pattern: str) -> Iterator[str]:
+    """The non-blank lines of the text shards matching `pattern` (`.gz` ones decompressed)."""
+    for path in match(pattern):
+        with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as f:
+            for raw in iter(f.readline, b""):
+                line = raw.decode("utf-8").rstrip("\n")
+                if line.strip():
+                    yield line
+
+
+# -- traces -----------------------------------------------------------------------------------
 
 
 def _line_id(line: str) -> str | None:
@@ -137,7 +171,7 @@ def iter_shard_traces(shard: str, wanted: Mapping[str, Any] | None) -> Iterator[
                 if isinstance(trace, dict) and (wanted is None or trace.get("id") in wanted):
                     yield trace
     except (OSError, EOFError) as e:
-        log.warning("report: cannot read trace shard %s: %s", shard, e)
+        log.warning("cannot read trace shard %s: %s", shard, e)
 
 
 def iter_traces(layout: OutputLayout, wanted: Mapping[str, str | None]) -> Iterator[dict[str, Any]]:

@@ -13,7 +13,7 @@ from importlib import metadata
 from typing import Any
 
 from beam_pipelines.io.files import write_bytes
-from beam_pipelines.io.layout import OutputLayout
+from beam_pipelines.outputs.layout import OutputLayout
 
 _PACKAGES = (
     "beam-agentic-vlm",

@@ -10,7 +10,8 @@ arrive) and at the end of every bundle. On the in-process runner a whole stage i
 so a bundle-end flush alone would write nothing until the run ends; the periodic flush is
 what lets a killed run keep what it finished.
 
-The trace of a job is a line of a gzip JSONL shard; its URI is `<shard>#<url-quoted id>`.
+The trace of a job is a line of a gzip JSONL shard; its URI is `layout.trace_uri`:
+`<shard>#<url-quoted id>`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ import io
 import json
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import apache_beam as beam
 import pyarrow as pa
@@ -30,28 +29,21 @@ import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
 from beam_pipelines import progress
-from beam_pipelines.agent.records import Failure, Trajectory, answer_row, answer_schema
+from beam_pipelines.agent.records import (
+    FailedJob,
+    Failure,
+    Trajectory,
+    answer_row,
+    answer_schema,
+)
 from beam_pipelines.io.files import join, unique_name, write_bytes
-from beam_pipelines.io.layout import OutputLayout
+from beam_pipelines.outputs.layout import OutputLayout, trace_uri
 
 DEFAULT_MAX_ROWS = 256
 DEFAULT_MAX_AGE_S = 10.0
 
 
-@dataclass(frozen=True)
-class FailedJob:
-    """A job that ended without an answer; `trajectory` is the partial one, if it started."""
-
-    failure: Failure
-    trajectory: Trajectory | None = None
-
-
 Result = Trajectory | FailedJob | Failure
-
-
-def trace_uri(shard: str, job_id: str) -> str:
-    """Where one job's trace is: its shard and, after `#`, the url-quoted id."""
-    return f"{shard}#{quote(job_id, safe='')}"
 
 
 def _gzip_jsonl(records: list[dict[str, Any]]) -> bytes:

@@ -3,19 +3,17 @@
 import gzip
 import json
 from pathlib import Path
-from urllib.parse import unquote
 
 import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.testing import test_pipeline
+from pipeline.helpers import answered, started
 
 from beam_pipelines.agent import loop
-from beam_pipelines.agent.records import Failure, answer_schema
-from beam_pipelines.io.layout import OutputLayout
-from beam_pipelines.io.writers import FailedJob, WriteResults
-from beam_pipelines.summary import read_answers, read_failures
-
-from .helpers import answered, started
+from beam_pipelines.agent.records import FailedJob, Failure, answer_schema
+from beam_pipelines.outputs.layout import OutputLayout, split_trace_uri
+from beam_pipelines.outputs.readers import read_answers, read_failures
+from beam_pipelines.outputs.writers import WriteResults
 
 
 def test_results_are_written_as_answers_traces_and_failures(tmp_path: Path) -> None:
@@ -58,10 +56,10 @@ def test_results_are_written_as_answers_traces_and_failures(tmp_path: Path) -> N
 
     # Every trace URI names a shard that holds that job's trace.
     for uri in [r["trace_uri"] for r in answers] + [dead["trace_uri"]]:
-        shard, _, quoted = uri.partition("#")
+        shard, job_id = split_trace_uri(uri)
         with gzip.open(shard, "rt") as f:
             traces = {t["id"]: t for t in map(json.loads, f)}
-        assert unquote(quoted) in traces
+        assert job_id in traces
     # Shards are flushed every two jobs, and nothing is left half-written.
     assert len(list(Path(layout.answers_dir).glob("part-*.parquet"))) >= 2
     assert not list(Path(layout.run_dir).rglob(".tmp-*"))
