@@ -6,7 +6,7 @@ state (globals, files, processes) can leak from one call into the next. Starting
 a pool keeps ``pool_size`` of them started and waiting; a background thread replaces each one
 as it is used and cleans up the used ones. With ``pool_size=0`` every call starts its own.
 
-Two protection levels, reported as ``Sandbox.protection``:
+Protection levels, reported as ``Sandbox.protection``; every one is a kernel wall:
 
 ``"bubblewrap"`` (strong): ``bwrap`` with new pid, network, ipc and uts namespaces, no
 capabilities, an empty root filesystem holding only read-only system directories (``/usr``,
@@ -14,21 +14,32 @@ capabilities, an empty root filesystem holding only read-only system directories
 read-only ``/dev``, and a size-limited tmpfs at ``/tmp`` as the scratch directory and only
 writable place (it vanishes with the sandbox). This is deliberately narrower than
 ``--ro-bind / /``: home directories, ``/run`` (container secrets), the repository and data
-directories are simply not there, so files holding secrets cannot be read. Plus rlimits.
+directories are simply not there, so files holding secrets cannot be read. Plus rlimits and
+a seccomp filter (``tools/sandbox_walls.py``: no sockets, ptrace, namespaces, mounts, ...).
 
-``"fallback"`` (when ``bwrap`` is missing or unusable): a plain child process with rlimits,
-``unshare --net`` when permitted (no network), a private scratch directory on the host, and a
-Python audit hook that refuses process creation, sockets, ctypes and writes outside scratch.
-The audit hook only sees Python-level operations, so this mode is weaker; ``require_strong``
-refuses to run without bubblewrap.
+``"fallback"`` (when ``bwrap`` is missing or cannot create its namespaces, as in many
+containers): a plain child process behind Landlock (read-only system directories and
+interpreter, the private scratch directory the only writable place; nothing else, ``/proc``
+files, ``/tmp`` and ``/dev/shm`` included) and a seccomp filter that keeps it one process (no
+fork or exec, signals only to itself, no socket of any family, no ptrace, namespaces or
+mounts), plus rlimits and, as root, ``unshare --net``. A Python audit hook gives friendly
+errors for refused operations; it is not a wall (code can take it down; the kernel's walls
+stay).
 
-In both modes the environment starts empty (no inherited secrets), and when the parent runs
-as root each sandbox also runs as its own unprivileged user, leased from ``uid_base`` upwards
-with a lock file so that concurrent processes never share one. That makes ``RLIMIT_NPROC`` a
-per-sandbox limit (the kernel ignores it for root), keeps root-only files unreadable, and lets
-cleanup kill every process the sandbox left behind. As a non-root user, bubblewrap's user
-namespace gives the per-sandbox process count; the non-root fallback can only bound the user's
-process count as a whole (best effort).
+``"unconfined"``: neither of the above is possible here (no bubblewrap, no Landlock or
+seccomp) and the user set ``unsafe_no_kernel_walls=True``: the audit hook and rlimits alone,
+which code can break out of. Without that setting the tool refuses to start
+(``ToolUnavailableError``); ``require_strong`` refuses everything but bubblewrap.
+
+Model code never runs as root. The environment starts empty (no inherited secrets), and
+when the parent runs as root each sandbox runs as its own unprivileged user, leased from
+``uid_base`` upwards with a lock file so that concurrent processes never share one. That
+makes ``RLIMIT_NPROC`` a per-sandbox limit (the kernel ignores it for root), keeps root-only
+files unreadable, and lets cleanup kill every process the sandbox left behind. When that user
+cannot read the interpreter (a pyenv under ``/root``), a world-readable copy of it is made once
+under ``/var/cache/tools-sandbox`` (hard links where possible) and used instead. As a non-root
+user, bubblewrap's user namespace gives the per-sandbox process count, and the fallback is one
+process.
 
 Limits (``SandboxLimits``): wall clock (the parent kills the sandbox), CPU time, address space,
 processes, file size, output size (stdout is kept from the start, stderr from the end, each
@@ -61,12 +72,15 @@ from tools.sandbox_process import (
     UidLeases,
     bwrap_prefix,
     fallback_launcher,
+    host_interpreter,
+    kernel_walls_problem,
     own_task_count,
+    shared_interpreter,
 )
 
 log = logging.getLogger(__name__)
 
-PROTECTIONS = ("bubblewrap", "fallback")
+PROTECTIONS = ("bubblewrap", "fallback", "unconfined")
 
 
 @dataclass(frozen=True)
@@ -107,9 +121,12 @@ class SandboxConfig:
     #: Range of user ids leased to sandboxes when the parent is root.
     uid_base: int = 61000
     uid_count: int = 1000
+    #: Without bubblewrap and without Landlock and seccomp, run model code anyway, behind the
+    #: audit hook and rlimits alone (which it can break out of). Off: the tool refuses.
+    unsafe_no_kernel_walls: bool = False
 
     def __post_init__(self) -> None:
-        if self.protection not in ("auto", *PROTECTIONS):
+        if self.protection not in ("auto", "bubblewrap", "fallback"):
             raise ValueError(
                 f"protection must be 'auto', 'bubblewrap' or 'fallback', not {self.protection!r}"
             )
@@ -214,6 +231,7 @@ class Sandbox:
         privileged = os.geteuid() == 0
         if privileged:
             self._leases = UidLeases(config.uid_base, config.uid_count)
+        problem = "not asked for"
         if config.protection in ("auto", "bubblewrap"):
             bwrap = config.bwrap or shutil.which("bwrap")
             if bwrap is None or not os.access(bwrap, os.X_OK):
@@ -233,24 +251,48 @@ class Sandbox:
                     f"the code sandbox needs bubblewrap here but {problem}; install bubblewrap "
                     "(Debian/Ubuntu package 'bubblewrap') and allow it to create namespaces"
                 )
-            log.warning("code sandbox: using the weaker fallback protection: %s", problem)
-        launcher = fallback_launcher(own_uid=privileged)
-        problem = self._probe(launcher)
-        if problem is not None and privileged:
-            # Without bubblewrap's private filesystem, another uid can only run the interpreter
-            # if its files are readable by everyone (a pyenv under /root is not). Then the
-            # sandbox keeps the parent's uid: process limits and file protection rest on the
-            # audit hook alone.
-            launcher = fallback_launcher(own_uid=False)
-            problem = self._probe(launcher)
-            if problem is None:
-                log.warning(
-                    "code sandbox: the interpreter is not readable by other users, so fallback "
-                    "sandboxes run with the parent's uid"
-                )
-        if problem is not None:
+            log.warning("code sandbox: no bubblewrap (%s); trying Landlock and seccomp", problem)
+        walls_problem = kernel_walls_problem()
+        if walls_problem is None:
+            launcher, walls_problem = self._first_working("fallback", privileged)
+            if launcher is not None:
+                return launcher
+        if not config.unsafe_no_kernel_walls:
+            raise ToolUnavailableError(
+                "the code sandbox has no kernel walls here: neither bubblewrap "
+                f"({problem}) nor "
+                f"Landlock and seccomp ({walls_problem}). Install bubblewrap, or use Linux "
+                ">= 5.13 with Landlock enabled; to run model code behind an audit hook and "
+                "rlimits alone, which code can break out of, set unsafe_no_kernel_walls=True"
+            )
+        log.warning(
+            "code sandbox: RUNNING MODEL CODE WITHOUT KERNEL WALLS (unsafe_no_kernel_walls): "
+            "the code can escape; %s",
+            walls_problem,
+        )
+        launcher, problem = self._first_working("unconfined", privileged)
+        if launcher is None:
             raise ToolUnavailableError(f"the code sandbox cannot start: {problem}")
         return launcher
+
+    def _first_working(self, protection: str, privileged: bool) -> tuple[Launcher | None, str]:
+        """A fallback launcher that starts, and otherwise what went wrong.
+
+        A root parent's sandbox always runs under a leased uid: when that uid cannot run this
+        interpreter (a pyenv under ``/root``), a world-readable copy is made and used.
+        """
+        launcher = fallback_launcher(protection, privileged, host_interpreter())
+        problem = self._probe(launcher)
+        if problem is not None and privileged:
+            try:
+                copy = shared_interpreter()
+            except OSError as error:
+                return None, f"{problem}; no copy of the interpreter could be made ({error})"
+            launcher = fallback_launcher(protection, privileged, copy)
+            problem = self._probe(launcher)
+        if problem is None:
+            return launcher, ""
+        return None, problem
 
     def _probe(self, launcher: Launcher) -> str | None:
         """None when a sandbox of this kind starts and imports Pillow; else what went wrong."""
@@ -316,7 +358,7 @@ class Sandbox:
 
     def _job_limits(self, limits: SandboxLimits, launcher: Launcher) -> dict[str, Any]:
         values = {f.name: getattr(limits, f.name) for f in fields(limits)}
-        if not launcher.own_uid and launcher.protection == "fallback":
+        if not launcher.own_uid and launcher.protection != "bubblewrap":
             # Same uid as this process: RLIMIT_NPROC counts all of the user's tasks.
             values["max_processes"] = own_task_count() + limits.max_processes
         return values

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tools import sandbox_runner
+from tools import sandbox_runner, sandbox_walls
 from tools.base import ToolUnavailableError
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUNNER_SOURCE = Path(sandbox_runner.__file__).read_text()
+WALLS_SOURCE = Path(sandbox_walls.__file__).read_text()
 SCRATCH_INSIDE = "/tmp"  # the scratch directory's path inside a bubblewrap sandbox
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 
@@ -47,13 +49,35 @@ SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "
 
 
 @dataclass(frozen=True)
+class Interpreter:
+    """The Python a sandbox runs: the parent's own, or a copy its unprivileged uid can read."""
+
+    executable: str
+    #: Directories the interpreter and its packages need (mounted, or granted by Landlock).
+    dirs: tuple[str, ...]
+    #: ``sys.path`` entries the runner adds: the parent's site-packages directories.
+    paths: tuple[str, ...] = ()
+    #: ``LD_LIBRARY_PATH`` of the copy (its libpython), empty for the parent's.
+    library_path: str = ""
+    copied: bool = False
+
+
+@dataclass(frozen=True)
 class Launcher:
     """The command line of one protection level, found to work by probing."""
 
-    protection: str
+    protection: str  # "bubblewrap", "fallback" (Landlock + seccomp) or "unconfined"
     prefix: tuple[str, ...]  # bwrap ... -- / unshare --net -- / nothing
     own_uid: bool  # each sandbox gets a leased uid and the runner drops to it (root only)
     network_isolated: bool
+    interpreter: Interpreter = field(default_factory=lambda: host_interpreter())
+
+    @property
+    def walls(self) -> bool:
+        """Whether the runner puts up seccomp (and, in the fallback, Landlock)."""
+        if self.protection == "bubblewrap":  # a second wall there; the fallback needs it
+            return sandbox_walls.seccomp_supported()
+        return self.protection == "fallback"
 
     @property
     def details(self) -> str:
@@ -61,21 +85,38 @@ class Launcher:
         parts.append("no network" if self.network_isolated else "network not isolated")
         parts.append("own uid per sandbox" if self.own_uid else "same uid as the parent")
         if self.protection == "fallback":
-            parts.append("audit hook")
+            parts.append("Landlock, seccomp, one process")
+        elif self.walls:
+            parts.append("seccomp")
+        elif self.protection == "unconfined":
+            parts.append("NO KERNEL WALLS: audit hook and rlimits only")
+        if self.interpreter.copied:
+            parts.append("world-readable copy of the interpreter")
         return ", ".join(parts)
 
     def argv(self, scratch: str, result_fd: int, uid: int | None, probe: bool) -> list[str]:
-        argv = [*self.prefix, sys.executable, "-I", "-B", "-c", RUNNER_SOURCE]
+        argv = [*self.prefix, self.interpreter.executable, "-I", "-B", "-c", RUNNER_SOURCE]
         argv += ["--result-fd", str(result_fd), "--scratch", scratch]
         if uid is not None:
             argv += ["--uid", str(uid), "--gid", str(uid)]
-        if self.protection == "fallback":
-            # The audit hook lets the code read what bubblewrap would have mounted.
-            readable = json.dumps([*SYSTEM_DIRS, *python_dirs()])
+        if self.interpreter.paths:
+            argv += ["--path", json.dumps(self.interpreter.paths)]
+        if self.protection != "bubblewrap":
+            # What bubblewrap would have mounted: Landlock's read-only grants, and the audit
+            # hook's read allowlist.
+            readable = json.dumps([*SYSTEM_DIRS, *self.interpreter.dirs])
             argv += ["--fallback", "1", "--parent", str(os.getpid()), "--readable", readable]
+        if self.walls:
+            argv += ["--walls", WALLS_SOURCE]
         if probe:
             argv += ["--probe", "1"]
         return argv
+
+    def env(self, scratch: str) -> dict[str, str]:
+        env = _child_env(scratch)
+        if self.interpreter.library_path:
+            env["LD_LIBRARY_PATH"] = self.interpreter.library_path
+        return env
 
 
 def _child_env(scratch: str) -> dict[str, str]:
@@ -119,6 +160,122 @@ def python_dirs() -> tuple[str, ...]:
             continue
         chosen.append(path)
     return tuple(chosen)
+
+
+def host_interpreter() -> Interpreter:
+    """This process's own interpreter, as it is."""
+    return Interpreter(sys.executable, python_dirs(), site_dirs())
+
+
+@functools.cache
+def site_dirs() -> tuple[str, ...]:
+    """This process's site-packages directories (``python -I`` may not find them itself)."""
+    return tuple(
+        os.path.realpath(p)
+        for p in sys.path
+        if p.endswith(("site-packages", "dist-packages")) and os.path.isdir(p)
+    )
+
+
+def _reachable(path: str) -> bool:
+    """Whether any user can read ``path`` (a directory): o+rx on it and o+x on every parent."""
+    current = os.path.realpath(path)
+    try:
+        if os.stat(current).st_mode & 0o005 != 0o005:
+            return False
+        while current != "/":
+            current = os.path.dirname(current)
+            if not os.stat(current).st_mode & 0o001:
+                return False
+    except OSError:
+        return False
+    return True
+
+
+#: Where ``shared_interpreter`` puts its copies (root-owned, mode 0755).
+COPY_ROOT = "/var/cache/tools-sandbox"
+
+
+@functools.cache
+def shared_interpreter() -> Interpreter:
+    """A copy of the interpreter that an unprivileged uid can run, made once per machine.
+
+    For a root parent whose interpreter lives where other users cannot go (a pyenv under
+    ``/root``, mode 0700): the sandbox must never keep uid 0, so the interpreter's
+    directories that other users cannot reach are mirrored, as hard links where possible
+    (copies otherwise), under ``COPY_ROOT``. The mirror runs as a plain interpreter (not the
+    virtual environment): the parent's site-packages directories go on the runner's
+    ``sys.path`` and the copy's ``lib`` on ``LD_LIBRARY_PATH`` (its libpython). A base
+    interpreter's own site-packages is left out unless this process uses it.
+    """
+    executable = os.path.realpath(sys.executable)
+    sites = site_dirs()
+    base = os.path.realpath(sys.base_prefix)
+    sources = sorted({base, *(d for d in python_dirs() if d != sys.prefix), *sites})
+    sources = [d for d in sources if not _reachable(d)]
+    skip = {
+        os.path.join(folder, name)
+        for folder, names, _ in os.walk(base)
+        for name in names
+        if name in ("site-packages", "dist-packages")
+    } - set(sites)
+    key = f"{sys.version}|{executable}|{'|'.join(sources)}"
+    root = os.path.join(COPY_ROOT, f"python-{hashlib.sha256(key.encode()).hexdigest()[:16]}")
+    if not os.path.isdir(root):
+        _make_copy(root, sources, skip)
+
+    def inside(path: str) -> str:
+        covered = any(path == d or path.startswith(d + "/") for d in sources)
+        return root + path if covered else path
+
+    dirs = sorted({inside(d) for d in [*python_dirs(), *sites] if d != sys.prefix})
+    return Interpreter(
+        inside(executable),
+        tuple(dirs),
+        tuple(inside(d) for d in sites),
+        inside(os.path.join(base, "lib")),
+        copied=True,
+    )
+
+
+def _make_copy(root: str, sources: list[str], skip: set[str]) -> None:
+    os.makedirs(COPY_ROOT, mode=0o755, exist_ok=True)
+    info = os.stat(COPY_ROOT)
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise PermissionError(f"{COPY_ROOT} must be this user's and not writable by others")
+    building = tempfile.mkdtemp(prefix=".building-", dir=COPY_ROOT)
+    try:
+        for source in sources:
+            for folder, names, files in os.walk(source):
+                target = building + folder
+                os.makedirs(target, exist_ok=True)
+                os.chmod(target, 0o755)
+                links = [n for n in names if os.path.islink(os.path.join(folder, n))]
+                names[:] = [
+                    n for n in names if n not in links and os.path.join(folder, n) not in skip
+                ]
+                for name in [*files, *links]:
+                    _copy_file(os.path.join(folder, name), os.path.join(target, name))
+        os.chmod(building, 0o755)
+        with contextlib.suppress(OSError):  # another process made it first: theirs is used
+            os.rename(building, root)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+
+
+def _copy_file(source: str, target: str) -> None:
+    if os.path.islink(source):
+        os.symlink(os.readlink(source), target)
+        return
+    info = os.stat(source)
+    if info.st_mode & 0o004:
+        try:
+            os.link(source, target)  # the same inode: readable by everyone already
+            return
+        except OSError:
+            pass  # another file system
+    shutil.copy2(source, target)
+    os.chmod(target, (info.st_mode & 0o755) | 0o444)
 
 
 def _bwrap_features(bwrap: str) -> set[str]:
@@ -197,13 +354,25 @@ def _unshare_net_works() -> bool:
     return _unshare_ok
 
 
-def fallback_launcher(own_uid: bool) -> Launcher:
+def fallback_launcher(protection: str, own_uid: bool, interpreter: Interpreter) -> Launcher:
+    """``"fallback"`` (Landlock and seccomp) or ``"unconfined"`` (the explicit opt-in)."""
     prefix: tuple[str, ...] = ()
     if os.geteuid() == 0 and _unshare_net_works():
-        # As root: a new network namespace (nothing but a down loopback); the runner then
-        # drops to the sandbox's uid. Without root there is no netns; the audit hook remains.
+        # As root: also a new network namespace (nothing but a down loopback).
         prefix = (shutil.which("unshare") or "unshare", "--net", "--")
-    return Launcher("fallback", prefix, own_uid, bool(prefix))
+    isolated = bool(prefix) or protection == "fallback"  # seccomp refuses every socket
+    return Launcher(protection, prefix, own_uid, isolated, interpreter)
+
+
+def kernel_walls_problem() -> str | None:
+    """Why the fallback's Landlock and seccomp walls cannot go up here; None when they can."""
+    import platform
+
+    if not sandbox_walls.seccomp_supported():
+        return f"no seccomp system call table for {platform.machine()}"
+    if sandbox_walls.landlock_abi() < 1:
+        return "Landlock is not available (Linux >= 5.13 with landlock among the LSMs)"
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,7 +590,7 @@ class SandboxProcess:
             self.scratch_host = tempfile.mkdtemp(prefix="tools-sandbox-")
             if self.uid is not None:
                 os.chown(self.scratch_host, self.uid, self.uid)
-            scratch, env = self.scratch_host, _child_env(self.scratch_host)
+            scratch, env = self.scratch_host, self.launcher.env(self.scratch_host)
         read_end, write_end = os.pipe()
         self.result_fd = read_end
         _grow_pipe(write_end)

@@ -4,8 +4,10 @@
 (or the fallback), so it must import nothing from the project: the standard library, Pillow
 and numpy only. Its life, in order:
 
-1. drop privileges (``--uid``/``--gid``: the per-sandbox user the parent leased) and, in the
-   fallback, set no-new-privileges and a parent-death signal;
+1. drop privileges (``--uid``/``--gid``: the per-sandbox user the parent leased; it refuses
+   to go on as root), in the fallback set no-new-privileges and a parent-death signal, and
+   put up the kernel walls (``--walls``: the text of ``tools/sandbox_walls.py``): Landlock
+   and a one-process seccomp filter in the fallback, the seccomp filter in bubblewrap;
 2. import Pillow and numpy: this is the "warm" part a pooled sandbox has already done;
 3. say ``ready`` on the result pipe, then read one job from stdin (code, the original image,
    earlier sub-images, limits);
@@ -136,41 +138,6 @@ def _apply_limits(limits: dict[str, Any]) -> None:
         resource.setrlimit(which, (soft, hard))
 
 
-def _drop_capabilities() -> None:
-    """For a fallback sandbox that must stay uid 0: give up every capability for good.
-
-    Root without capabilities cannot mount, trace or signal other users' processes, override
-    file permissions or regain capabilities through exec (bounding set emptied, securebits
-    locked). Files owned by root stay readable to it: the audit hook's read allowlist covers
-    those.
-    """
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_capbset_drop, pr_cap_ambient, pr_set_securebits = 24, 47, 28
-    with open("/proc/sys/kernel/cap_last_cap") as handle:
-        last = int(handle.read())
-    for cap in range(last + 1):
-        libc.prctl(pr_capbset_drop, cap, 0, 0, 0)
-    libc.prctl(pr_cap_ambient, 4, 0, 0, 0)  # PR_CAP_AMBIENT_CLEAR_ALL
-    # SECBIT_NOROOT, SECBIT_NO_SETUID_FIXUP, SECBIT_KEEP_CAPS_LOCKED and their locks.
-    libc.prctl(pr_set_securebits, 0x2F, 0, 0, 0)
-
-    class Header(ctypes.Structure):
-        _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
-
-    class Data(ctypes.Structure):
-        _fields_ = (
-            ("effective", ctypes.c_uint32),
-            ("permitted", ctypes.c_uint32),
-            ("inheritable", ctypes.c_uint32),
-        )
-
-    header, data = Header(0x20080522, 0), (Data * 2)()  # _LINUX_CAPABILITY_VERSION_3
-    if libc.capset(ctypes.byref(header), data) != 0:
-        raise OSError(ctypes.get_errno(), "capset failed")
-
-
 #: Devices the code may open; everything else under /dev (disks!) is refused in the fallback.
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/fd/")
 #: Readable directories hold these nonetheless.
@@ -178,13 +145,13 @@ _SECRETS = ("/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/ssh/")
 
 
 def _install_audit_hook(scratch: str, readable: list[str]) -> None:
-    """Fallback-mode tripwire, mirroring what bubblewrap enforces with mounts and namespaces.
+    """Fallback-mode friendly errors, mirroring what the kernel walls refuse.
 
     Refuses process creation, sockets other than AF_UNIX, ctypes, signals, writes outside the
     scratch directory, and reads outside ``readable`` (the directories bubblewrap would have
-    mounted: system directories, the interpreter, scratch). Python-level only (C code is not
-    audited), so it backs up the real boundaries (rlimits, network namespace, separate uid when
-    possible) and gives clear errors; it is not a boundary by itself.
+    mounted: system directories, the interpreter, scratch), with messages the model can act
+    on. Python-level only, and code can take it down (C code is not audited; its closure can
+    be rewritten): the walls are Landlock, seccomp, the unprivileged uid and the rlimits.
     """
     import socket
 
@@ -502,17 +469,40 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _put_up_walls(source: str, scratch: str, readable: list[str] | None) -> None:
+    """The kernel walls of ``tools/sandbox_walls.py`` (whose text the parent passed).
+
+    In the fallback (``readable`` given): Landlock, and a seccomp filter that keeps the
+    sandbox one process. In bubblewrap (None), which has its own file system and pid
+    namespace: the seccomp filter that allows processes.
+    """
+    import types
+
+    walls = types.ModuleType("sandbox_walls")
+    exec(compile(source, "sandbox_walls.py", "exec"), walls.__dict__)
+    if readable is None:
+        walls.restrict_syscalls(None)
+        return
+    own = f"/proc/{os.getpid()}"
+    walls.restrict_files([*readable, own], [scratch], _DEVICES[:-1], listable=["/proc"])
+    walls.restrict_syscalls(os.getpid())
+
+
 def main(argv: list[str]) -> None:
     options = dict(zip(argv[0::2], argv[1::2], strict=False))
     result_fd = int(options["--result-fd"])
     scratch = options["--scratch"]
     if "--uid" in options:
         _drop_privileges(int(options["--uid"]), int(options["--gid"]))
+    if os.getuid() == 0 or os.geteuid() == 0:
+        raise SystemExit("the sandbox refuses to run code as root")
+    sys.path.extend(p for p in json.loads(options.get("--path", "[]")) if p not in sys.path)
     fallback = options.get("--fallback") == "1"
     if fallback:
         _harden_fallback(int(options["--parent"]))
-        if os.geteuid() == 0:  # no uid of its own could be used (see tools.sandbox)
-            _drop_capabilities()
+    if "--walls" in options:
+        readable = json.loads(options["--readable"]) if fallback else None
+        _put_up_walls(options["--walls"], scratch, readable)
     os.chdir(scratch)
 
     # The warm part: everything a typical call needs, imported once, before the job exists.
