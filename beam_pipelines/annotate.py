@@ -6,7 +6,7 @@ ReadJobs -> SkipDone (join on id) -> Reshuffle -> PrepareImages
 ```
 
 `run(argv=None, test_pipeline=None)` is the entry point and the seam tests use: it parses the
-options, starts the local Triton server when no `--triton_url` is given (and stops it at the
+options, starts the local Triton server when no `--endpoint` is given (and stops it at the
 end), builds and runs the pipeline, and writes the run's manifest and summary.
 """
 
@@ -29,18 +29,19 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
-from tritonclient.utils import InferenceServerException
 
 from beam_pipelines import progress
 from beam_pipelines.agent import loop
 from beam_pipelines.agent.records import ToolSpec
 from beam_pipelines.io.readers import ReadJobs
 from beam_pipelines.io.resume import SkipDoneAndDuplicates
-from beam_pipelines.model_client import describe_model
+from beam_pipelines.model_client.base import CallError, ModelEndpoint, ModelInfo, parse_endpoint
+from beam_pipelines.model_client.channel import client_for
 from beam_pipelines.options import (
     AnnotateConfig,
     AnnotateOptions,
     config_from_options,
+    endpoint_address,
     is_local_runner,
     tool_settings_from_options,
     with_default_runner,
@@ -75,8 +76,9 @@ def build(
     config: AnnotateConfig,
     tools: Sequence[ToolSpec],
     samples: Samples | None = None,
-) -> None:
-    """Add the annotate graph to `pipeline`.
+) -> beam.PCollection:
+    """Add the annotate graph to `pipeline`; the collection of finished jobs (a `Trajectory`
+    or a `FailedJob` each, before they are written), for tests to assert on.
 
     With `samples`, every job read becomes `samples.n` jobs `<id>#<k>` with seeds of their
     own (`transforms/samples.py`), before skip-done, so resume works per sample.
@@ -106,23 +108,19 @@ def build(
     )
     if samples is not None:
         started = started | "SeedSamples" >> beam.ParDo(SeedSamples())
-    (
-        started
-        | "AgentLoop"
-        >> AgentLoop(
-            config.endpoint,
-            store,
-            config.tools,
-            config.max_turns,
-            config.tool_workers,
-            config.tool_timeout_s,
-            config.tool_settings,
-        )
-        | "WriteResults"
-        >> beam.ParDo(
-            WriteResults(layout, loop.to_trace, config.shard_max_rows, config.shard_max_age_s)
-        )
+    finished = started | "AgentLoop" >> AgentLoop(
+        config.endpoint,
+        store,
+        config.tools,
+        config.max_turns,
+        config.tool_workers,
+        config.tool_timeout_s,
+        config.tool_settings,
     )
+    finished | "WriteResults" >> beam.ParDo(
+        WriteResults(layout, loop.to_trace, config.shard_max_rows, config.shard_max_age_s)
+    )
+    return finished
 
 
 def query_metrics(result: beam.runners.runner.PipelineResult) -> dict[str, Any]:
@@ -158,7 +156,17 @@ def _start_server(stack: contextlib.ExitStack) -> str:
     log_dir = Path(tempfile.mkdtemp(prefix="annotate-triton-"))
     print(f"starting the local Triton server (log: {log_dir / 'tritonserver.log'})", flush=True)
     server = stack.enter_context(TritonServer(log_file=log_dir / "tritonserver.log"))
-    return server.grpc_url
+    return f"triton:{server.grpc_url}"
+
+
+def describe_model(address: str, model_name: str, timeout_s: float = 30.0) -> ModelInfo:
+    """What the server at `address` (`KIND:URL`) says about `model_name`."""
+    kind, url = parse_endpoint(address)
+    client = client_for(ModelEndpoint(url, model_name, kind=kind))
+    try:
+        return client.describe(timeout_s)
+    finally:
+        client.close()
 
 
 def run(
@@ -184,21 +192,21 @@ def run(
     FileSystems.set_options(options)
     local = is_local_runner(options)
     with contextlib.ExitStack() as stack:
-        url = opts.triton_url
-        if not url:
+        address = endpoint_address(options)
+        if not address:
             if not local:
-                raise ValueError("--triton_url is required with a remote runner")
-            url = _start_server(stack)
+                raise ValueError("--endpoint is required with a remote runner")
+            address = _start_server(stack)
         try:
-            info = describe_model(url, opts.model_name)
+            info = describe_model(address, opts.model_name)
             label, max_pixels = info.label, info.max_pixels
-        except InferenceServerException as e:
+        except CallError as e:
             # A server only the workers can reach (e.g. inside a VPC): go by the options.
-            log.warning("cannot read the model config from %s: %s", url, e)
+            log.warning("cannot ask %s about the model: %s", address, e)
             label, max_pixels = None, None
         config = config_from_options(
             options,
-            url,
+            address,
             model_label=label,
             model_max_pixels=max_pixels,
             tool_settings=tool_settings,

@@ -23,8 +23,8 @@ Filters, by name (each rejects a trajectory when ...):
 - `dedup`: an earlier sample of the same job made exactly the same turns.
 
 Judges are pluggable (`ImageJudge`): `MarkerJudge` is the documented heuristic for the
-synthetic "zoom to read" task; `TritonJudge` asks a model served through the same Triton
-contract (DESIGN.md section 5).
+synthetic "zoom to read" task; `ModelJudge` asks a served model through the pipeline's model
+client (Triton, OpenAI-compatible or scripted).
 """
 
 from __future__ import annotations
@@ -478,31 +478,37 @@ def parse_verdict(text: str) -> bool | None:
     return None if found is None else found.group(1).lower() == "yes"
 
 
-class TritonJudge(ImageJudge):
-    """Asks a vision-language model served as `model_name` (the `agent_vlm` contract).
+class ModelJudge(ImageJudge):
+    """Asks a vision-language model at `endpoint` (`KIND:URL`: any `ModelClient` endpoint).
 
     The request is one user turn with the image (its model view, as the agent saw it) and
     the reasoning; the reply must say yes or no. No verdict counts as a disagreement: a
-    trajectory is kept for training only when the judge vouches for it.
+    trajectory is kept for training only when the judge vouches for it. Requests go through
+    the model client's channel, with its retries and deadline.
     """
 
-    name = "triton"
+    name = "model"
 
-    def __init__(self, url: str, model_name: str = "agent_vlm", timeout_s: float = 120.0) -> None:
-        self.url = url
+    def __init__(
+        self, endpoint: str, model_name: str = "agent_vlm", timeout_s: float = 120.0
+    ) -> None:
+        self.endpoint = endpoint
         self.model_name = model_name
         self.timeout_s = timeout_s
         self._channel: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_channel": None}  # a gRPC channel per worker, never pickled
+        return {**self.__dict__, "_channel": None}  # a client per worker, never pickled
 
     def setup(self) -> None:
-        from beam_pipelines.model_client import ModelChannel
-        from beam_pipelines.options import ModelEndpoint
+        from beam_pipelines.model_client.base import ModelEndpoint, parse_endpoint
+        from beam_pipelines.model_client.channel import ModelChannel
 
         if self._channel is None:
-            endpoint = ModelEndpoint(self.url, self.model_name, timeout_s=self.timeout_s)
+            kind, url = parse_endpoint(self.endpoint)
+            endpoint = ModelEndpoint(
+                url, self.model_name, timeout_s=self.timeout_s, max_in_flight=4, kind=kind
+            )
             self._channel = ModelChannel(endpoint)
 
     def teardown(self) -> None:
@@ -529,21 +535,17 @@ class TritonJudge(ImageJudge):
         ]
 
     def judge(self, traj: Trajectory, claim: ImageClaim) -> str | None:
-        from beam_pipelines.model_client import _bytes_input, decode_reply
+        from beam_pipelines.model_client.base import ModelError
+        from beam_pipelines.model_client.channel import complete
 
         self.setup()
-        channel = self._channel
-        batched = channel.batched()
         sampling = {"max_tokens": 64, "temperature": 0.0, "stop": ["</answer>"]}
-        inputs = [
-            _bytes_input("messages", json.dumps(self.request(claim)).encode("utf-8"), batched),
-            _bytes_input("sampling", json.dumps(sampling).encode("utf-8"), batched),
-        ]
-        result = channel.client.infer(self.model_name, inputs, client_timeout=self.timeout_s)
-        text = decode_reply(result, 0.0, 1).text
-        verdict = parse_verdict(text)
+        reply = complete(self._channel, self.request(claim), sampling)
+        if isinstance(reply, ModelError):
+            return f"the judge could not be asked ({reply.error_class}: {reply.message[:120]})"
+        verdict = parse_verdict(reply.text)
         if verdict is None:
-            return f"the judge gave no verdict ({text[:60]!r})"
+            return f"the judge gave no verdict ({reply.text[:60]!r})"
         return None if verdict else "the judge finds that the image does not show it"
 
 

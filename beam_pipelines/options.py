@@ -19,6 +19,7 @@ from typing import Any
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_pipelines.io.files import normalize, read_bytes
+from beam_pipelines.model_client.base import ModelEndpoint, RetryPolicy, parse_endpoint
 from tools.registry import build_tools
 
 #: The in-process portable runner: the DirectRunner's Prism path downloads a Go binary and
@@ -48,14 +49,28 @@ class AnnotateOptions(PipelineOptions):
             help="the question asked of every image when --input is a folder of images",
         )
         parser.add_argument(
+            "--endpoint",
+            default=None,
+            help="the model server: triton:HOST:PORT (Triton gRPC, the agent_vlm contract), "
+            "openai:URL (an OpenAI-compatible chat completions API, e.g. "
+            "openai:https://host/v1, with --model) or scripted:call (in-process, for tests); "
+            "without it a local Triton with the tiny model is started for the run",
+        )
+        parser.add_argument(
             "--triton_url",
             "--triton-url",
             dest="triton_url",
             default=None,
-            help="host:port of Triton's gRPC endpoint; without it a local server with the "
-            "tiny model is started for the run and stopped at the end",
+            help="host:port of Triton's gRPC endpoint (the same as --endpoint triton:HOST:PORT)",
         )
-        parser.add_argument("--model_name", "--model-name", default="agent_vlm")
+        parser.add_argument("--model_name", "--model-name", "--model", default="agent_vlm")
+        parser.add_argument(
+            "--api_key_env",
+            "--api-key-env",
+            default="OPENAI_API_KEY",
+            help="the environment variable holding the openai: endpoint's API key (keys are "
+            "never options)",
+        )
         parser.add_argument("--max_turns", "--max-turns", type=int, default=16)
         parser.add_argument(
             "--max_in_flight",
@@ -144,27 +159,6 @@ class AnnotateOptions(PipelineOptions):
             help="live progress display (auto: on when stderr is a terminal and the runner "
             "is local)",
         )
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How model requests are retried: exponential backoff, capped, on transient codes."""
-
-    max_attempts: int = 4
-    initial_s: float = 0.5
-    max_s: float = 8.0
-    retryable: tuple[str, ...] = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
-
-
-@dataclass(frozen=True)
-class ModelEndpoint:
-    """Where and how to call `agent_vlm`."""
-
-    url: str
-    model_name: str = "agent_vlm"
-    timeout_s: float = 120.0
-    max_in_flight: int = 64
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 @dataclass(frozen=True)
@@ -280,9 +274,17 @@ def _tool_option(item: str) -> tuple[str, str, Any]:
     return tool, setting, value
 
 
+def endpoint_address(options: PipelineOptions) -> str | None:
+    """`--endpoint`, or `--triton_url` as `triton:HOST:PORT`; None when neither is given."""
+    o = options.view_as(AnnotateOptions)
+    if o.endpoint and o.triton_url:
+        raise ValueError("give --endpoint or --triton_url, not both")
+    return o.endpoint or (f"triton:{o.triton_url}" if o.triton_url else None)
+
+
 def config_from_options(
     options: PipelineOptions,
-    triton_url: str | None = None,
+    endpoint: str | None = None,
     *,
     model_label: str | None = None,
     model_max_pixels: int | None = None,
@@ -290,17 +292,18 @@ def config_from_options(
 ) -> AnnotateConfig:
     """Validate the options and build the config.
 
-    `triton_url` overrides `--triton_url` (a server the command started); `model_label` and
-    `model_max_pixels` are what the server's model config says (`--max_pixels` wins).
-    `tool_settings` are those `tool_settings_from_options` already read and checked (else
-    they are read here).
+    `endpoint` (`KIND:URL`, or a bare Triton `host:port`) overrides `--endpoint` (a server
+    the command started); `model_label` and `model_max_pixels` are what the server says
+    about its model (`--max_pixels` wins). `tool_settings` are those
+    `tool_settings_from_options` already read and checked (else they are read here).
     """
     o = options.view_as(AnnotateOptions)
     if not o.input or not o.output:
         raise ValueError("--input and --output are required")
-    url = triton_url or o.triton_url
-    if not url:
-        raise ValueError("no Triton URL: pass --triton_url or let the command start a server")
+    address = endpoint or endpoint_address(options)
+    if not address:
+        raise ValueError("no model server: pass --endpoint or let the command start one")
+    kind, url = parse_endpoint(address)
     for name, value, low in (
         ("max_turns", o.max_turns, 1),
         ("max_in_flight", o.max_in_flight, 1),
@@ -325,8 +328,10 @@ def config_from_options(
         output=normalize(o.output).rstrip("/"),
         run_id=run_id,
         endpoint=ModelEndpoint(
+            kind=kind,
             url=url,
             model_name=o.model_name,
+            api_key_env=o.api_key_env,
             timeout_s=o.request_timeout_s,
             max_in_flight=o.max_in_flight,
             retry=RetryPolicy(

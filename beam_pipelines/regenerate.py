@@ -45,12 +45,13 @@ from beam_pipelines.filters import (
     FilterChain,
     ImageJudge,
     MarkerJudge,
-    TritonJudge,
+    ModelJudge,
     build_chain,
 )
 from beam_pipelines.io.files import join, write_bytes
 from beam_pipelines.options import (
     AnnotateOptions,
+    endpoint_address,
     parse_tools,
     tool_settings_from_options,
     with_default_runner,
@@ -92,12 +93,17 @@ class RegenerateOptions(PipelineOptions):
         )
         parser.add_argument(
             "--judge",
-            choices=("marker", "triton"),
+            choices=("marker", "model"),
             default="marker",
             help="the image-reasoning judge: `marker` (heuristic for the synthetic task) or "
-            "`triton` (a model served with the agent_vlm contract at --judge_url)",
+            "`model` (a served model at --judge_endpoint, default the run's own)",
         )
-        parser.add_argument("--judge_url", "--judge-url", default=None)
+        parser.add_argument(
+            "--judge_endpoint",
+            "--judge-endpoint",
+            default=None,
+            help="the judge's model server, KIND:URL as --endpoint takes it",
+        )
         parser.add_argument("--judge_model", "--judge-model", default="agent_vlm")
         parser.add_argument(
             "--replay_compare",
@@ -133,13 +139,13 @@ class RegenerateResult:
     counts: FilterCounts
 
 
-def make_judge(opts: RegenerateOptions, triton_url: str | None) -> ImageJudge:
+def make_judge(opts: RegenerateOptions, endpoint: str | None) -> ImageJudge:
     if opts.judge == "marker":
         return MarkerJudge()
-    url = opts.judge_url or triton_url
-    if not url:
-        raise ValueError("--judge triton needs --judge_url (or --triton_url)")
-    return TritonJudge(url, opts.judge_model)
+    address = opts.judge_endpoint or endpoint
+    if not address:
+        raise ValueError("--judge model needs --judge_endpoint (or --endpoint)")
+    return ModelJudge(address, opts.judge_model)
 
 
 def chain_from_options(options: PipelineOptions) -> FilterChain:
@@ -147,7 +153,7 @@ def chain_from_options(options: PipelineOptions) -> FilterChain:
     names = parse_tools(opts.filters)
     judge = None
     if "judge" in names:
-        judge = make_judge(opts, options.view_as(AnnotateOptions).triton_url)
+        judge = make_judge(opts, endpoint_address(options))
     return build_chain(names, judge, opts.replay_compare, tool_settings_from_options(options))
 
 

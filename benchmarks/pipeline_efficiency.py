@@ -1,11 +1,12 @@
-"""Pipeline efficiency: is the Beam pipeline ever the bottleneck? (DESIGN.md section 8)
+"""Pipeline efficiency: is the Beam pipeline ever the bottleneck? (docs/operations.md,
+"Performance checks")
 
 The same synthetic jobs, on the same Triton server, at the same model concurrency, three ways:
 
-- (a) bare: an asyncio client that runs the agent loop itself (the agent core's `start /
-  advance / observe`, tools inline on a thread pool), every job started at once and at most
-  `concurrency` model requests in flight: what the server delivers when nothing else is in
-  the way, the reference;
+- (a) bare: an asyncio loop over the model client's Triton client that runs the agent loop
+  itself (the agent core's `start / advance / observe`, tools inline on a thread pool), every
+  job started at once and at most `concurrency` model requests in flight: what the server
+  delivers when nothing else is in the way, the reference;
 - (b) pipeline: `python -m beam_pipelines annotate` on the in-process runner with
   `--max_in_flight=concurrency`, writing every output (answers, traces, images);
 - (c) naive: one job at a time, each turn waiting for the previous one.
@@ -39,14 +40,23 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-import numpy as np  # noqa: E402
-import tritonclient.grpc as grpcclient  # noqa: E402
-import tritonclient.grpc.aio as aioclient  # noqa: E402
-
 from beam_pipelines import annotate  # noqa: E402
 from beam_pipelines.agent import loop  # noqa: E402
 from beam_pipelines.agent.records import Job, Trajectory, answer_row  # noqa: E402
-from beam_pipelines.model_client import ViewCache, decode_reply, inline_images  # noqa: E402
+from beam_pipelines.model_client.base import (  # noqa: E402
+    Completion,
+    ModelClient,
+    ModelEndpoint,
+    ModelError,
+    ModelReply,
+)
+from beam_pipelines.model_client.channel import (  # noqa: E402
+    ModelChannel,
+    ViewCache,
+    complete,
+    inline_images,
+)
+from beam_pipelines.model_client.triton import TritonClient  # noqa: E402
 from beam_pipelines.options import DEFAULT_MAX_PIXELS, DEFAULT_SAMPLING  # noqa: E402
 from beam_pipelines.outputs.layout import OutputLayout  # noqa: E402
 from beam_pipelines.serve import TritonServer  # noqa: E402
@@ -87,14 +97,23 @@ class Measured:
         return self.jobs / self.wall_s
 
 
-def _inputs(messages: list[dict[str, Any]], sampling: dict[str, Any], module: Any) -> list[Any]:
-    tensors = []
-    for name, value in (("messages", messages), ("sampling", sampling)):
-        tensor = module.InferInput(name, [1, 1], "BYTES")
-        payload = json.dumps(value, ensure_ascii=False).encode()
-        tensor.set_data_from_numpy(np.array([[payload]], dtype=np.object_))
-        tensors.append(tensor)
-    return tensors
+async def _ask(
+    client: ModelClient, messages: list[dict[str, Any]], sampling: dict[str, Any]
+) -> ModelReply:
+    """One request on the client's own threads, awaited on the event loop (no retries)."""
+    running = asyncio.get_running_loop()
+    future: asyncio.Future[Completion] = running.create_future()
+
+    def settle(completion: Completion | None, error: BaseException | None) -> None:
+        if not future.done():
+            future.set_exception(error) if error is not None else future.set_result(completion)
+
+    started = time.monotonic()
+    client.send(messages, sampling, 600.0, lambda c, e: running.call_soon_threadsafe(settle, c, e))
+    completion = await future
+    return ModelReply(
+        completion.text, completion.finish_reason, completion.usage, time.monotonic() - started, 1
+    )
 
 
 def _score(mode: str, trajectories: Sequence[Trajectory], wall_s: float) -> Measured:
@@ -108,8 +127,9 @@ def _score(mode: str, trajectories: Sequence[Trajectory], wall_s: float) -> Meas
     )
 
 
-def _apply(traj: Trajectory, result: Any, started: float) -> tuple[Trajectory, list[Any]]:
-    reply = decode_reply(result, time.monotonic() - started, 1)
+def _apply(traj: Trajectory, reply: ModelReply | ModelError) -> tuple[Trajectory, list[Any]]:
+    if isinstance(reply, ModelError):
+        raise RuntimeError(f"the benchmark's server failed: {reply.message}")
     return loop.advance(
         traj,
         reply.text,
@@ -133,7 +153,7 @@ def run_bare(jobs: Sequence[Job], out: Path, settings: Settings) -> Measured:
     cache = ViewCache()
 
     async def main() -> list[Trajectory]:
-        client = aioclient.InferenceServerClient(settings.url)
+        client = TritonClient(settings.url, MODEL)
         slots = asyncio.Semaphore(settings.concurrency)
         running = asyncio.get_running_loop()
 
@@ -146,11 +166,8 @@ def run_bare(jobs: Sequence[Job], out: Path, settings: Settings) -> Measured:
             while not traj.done:
                 messages = inline_images(traj.messages, cache)
                 async with slots:
-                    started = time.monotonic()
-                    result = await client.infer(
-                        MODEL, _inputs(messages, traj.sampling, aioclient), client_timeout=600
-                    )
-                traj, calls = _apply(traj, result, started)
+                    reply = await _ask(client, messages, traj.sampling)
+                traj, calls = _apply(traj, reply)
                 if calls:
                     turn = await running.run_in_executor(
                         runtime.pools["cpu"], run_turn, traj, runtime, store, 60.0
@@ -163,7 +180,7 @@ def run_bare(jobs: Sequence[Job], out: Path, settings: Settings) -> Measured:
         try:
             return await asyncio.gather(*(one(job) for job in jobs))
         finally:
-            await client.close()
+            client.close()
 
     started = time.monotonic()
     trajectories = asyncio.run(main())
@@ -174,7 +191,7 @@ def run_naive(jobs: Sequence[Job], out: Path, settings: Settings) -> Measured:
     """(c) one job at a time, one turn at a time."""
     store, specs = _context(out, settings)
     runtime = ToolRuntime(TOOLS, 1)
-    client = grpcclient.InferenceServerClient(settings.url)
+    channel = ModelChannel(ModelEndpoint(settings.url, MODEL, timeout_s=600, max_in_flight=1))
     cache = ViewCache()
     trajectories = []
     begun = time.monotonic()
@@ -184,14 +201,12 @@ def run_naive(jobs: Sequence[Job], out: Path, settings: Settings) -> Measured:
         )
         while not traj.done:
             messages = inline_images(traj.messages, cache)
-            started = time.monotonic()
-            result = client.infer(MODEL, _inputs(messages, traj.sampling, grpcclient))
-            traj, calls = _apply(traj, result, started)
+            traj, calls = _apply(traj, complete(channel, messages, traj.sampling))
             if calls:
                 outcome = run_turn(traj, runtime, store, 60.0).outcome
                 traj = outcome if isinstance(outcome, Trajectory) else outcome.trajectory
         trajectories.append(traj)
-    client.close()
+    channel.close()
     return _score("naive", trajectories, time.monotonic() - begun)
 
 

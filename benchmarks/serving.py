@@ -1,4 +1,4 @@
-"""Serving benchmark: `agent_vlm` on the local CPU Triton server, through async gRPC.
+"""Serving benchmark: `agent_vlm` on the local CPU Triton server, through the model client.
 
 Sends the first agent turn of synthetic "zoom to read" jobs (the r1v4 system prompt with the
 `code` tool, the job image's model view, the question with options; greedy, the protocol's
@@ -21,7 +21,6 @@ do identical work. Writes a JSON result and prints a one-line summary.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import contextlib
 import io
@@ -37,8 +36,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -66,8 +63,10 @@ class Level:
     latency_p95_s: float
 
 
-def build_requests(count: int, seed: int, view_pixels: int, max_tokens: int) -> list[bytes]:
-    """First-turn requests (messages JSON) for `count` synthetic jobs; sampling is shared."""
+def build_requests(
+    count: int, seed: int, view_pixels: int, max_tokens: int
+) -> list[list[dict[str, Any]]]:
+    """First-turn requests (chat messages) for `count` synthetic jobs; sampling is shared."""
     from beam_pipelines.agent.images import model_view
     from beam_pipelines.agent.protocols import get_protocol
     from beam_pipelines.agent.records import Job
@@ -96,50 +95,44 @@ def build_requests(count: int, seed: int, view_pixels: int, max_tokens: int) -> 
                 ],
             },
         ]
-        requests.append(json.dumps(messages).encode())
+        requests.append(messages)
     return requests
 
 
-def sampling_json(max_tokens: int) -> bytes:
+def sampling_of(max_tokens: int) -> dict[str, Any]:
     from beam_pipelines.agent.protocols import get_protocol
 
     stop = list(get_protocol("r1v4").stop)
-    return json.dumps({"max_tokens": max_tokens, "temperature": 0, "stop": stop}).encode()
+    return {"max_tokens": max_tokens, "temperature": 0, "stop": stop}
 
 
-async def run_level(
-    url: str, server: str, requests: Sequence[bytes], sampling: bytes, concurrency: int
+def run_level(
+    url: str,
+    server: str,
+    requests: Sequence[list[dict[str, Any]]],
+    sampling: dict[str, Any],
+    concurrency: int,
 ) -> Level:
-    """Send every request with at most `concurrency` in flight; measure throughput."""
-    import tritonclient.grpc.aio as grpcclient
+    """Send every request with at most `concurrency` in flight (the model client's budget,
+    no retries); measure throughput and the client's latencies."""
+    from beam_pipelines.model_client.base import ModelEndpoint, ModelReply, RetryPolicy
+    from beam_pipelines.model_client.channel import InFlightRequests, ModelChannel
 
-    client = grpcclient.InferenceServerClient(url)
-    semaphore = asyncio.Semaphore(concurrency)
-    latencies: list[float] = []
-    usage: list[dict[str, int]] = []
-    errors = 0
-
-    async def one(messages: bytes) -> None:
-        nonlocal errors
-        tensors = []
-        for name, value in (("messages", messages), ("sampling", sampling)):
-            tensor = grpcclient.InferInput(name, [1, 1], "BYTES")
-            tensor.set_data_from_numpy(np.array([[value]], dtype=np.object_))
-            tensors.append(tensor)
-        async with semaphore:
-            started = time.perf_counter()
-            result = await client.infer(MODEL_NAME, tensors)
-            latencies.append(time.perf_counter() - started)
-        if result.as_numpy("finish_reason")[0][0] == b"error":
-            errors += 1
-        usage.append(json.loads(result.as_numpy("usage")[0][0]))
-
+    endpoint = ModelEndpoint(
+        url, MODEL_NAME, max_in_flight=concurrency, retry=RetryPolicy(max_attempts=1)
+    )
+    channel = ModelChannel(endpoint)
+    in_flight = InFlightRequests(channel)
     started = time.perf_counter()
-    await asyncio.gather(*(one(m) for m in requests))
+    for key, messages in enumerate(requests):
+        in_flight.submit(key, messages, sampling)
+    outcomes = [outcome for _, outcome in in_flight.wait_all()]
     wall = time.perf_counter() - started
-    await client.close()
-    output_tokens = sum(u["completion_tokens"] for u in usage)
-    ordered = sorted(latencies)
+    channel.close()
+    replies = [o for o in outcomes if isinstance(o, ModelReply)]
+    errors = len(outcomes) - len(replies) + sum(r.finish_reason == "error" for r in replies)
+    output_tokens = sum(r.usage["completion_tokens"] for r in replies)
+    ordered = sorted(r.latency_s for r in replies)
     return Level(
         server=server,
         concurrency=concurrency,
@@ -149,15 +142,21 @@ async def run_level(
         jobs_per_s=round(len(requests) / wall, 3),
         output_tokens=output_tokens,
         output_tokens_per_s=round(output_tokens / wall, 2),
-        prompt_tokens_mean=round(statistics.fmean(u["prompt_tokens"] for u in usage), 1),
+        prompt_tokens_mean=round(statistics.fmean(r.usage["prompt_tokens"] for r in replies), 1),
         latency_p50_s=round(ordered[len(ordered) // 2], 3),
         latency_p95_s=round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 3),
     )
 
 
-def measure(url: str, server: str, requests: Sequence[bytes], sampling: bytes, c: int) -> Level:
+def measure(
+    url: str,
+    server: str,
+    requests: Sequence[list[dict[str, Any]]],
+    sampling: dict[str, Any],
+    c: int,
+) -> Level:
     """Run one level and report it on stderr."""
-    level = asyncio.run(run_level(url, server, requests, sampling, c))
+    level = run_level(url, server, requests, sampling, c)
     print(f"  {server:9s} c={c:<3d} {level.jobs_per_s:7.3f} jobs/s "
           f"{level.output_tokens_per_s:8.1f} tok/s  p50 {level.latency_p50_s:.2f}s",
           file=sys.stderr, flush=True)  # fmt: skip
@@ -213,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(tmp)
         engine, config_name, parameters = engine_parameters(args, workdir)
         requests = build_requests(args.jobs, args.seed, args.view_pixels, args.max_tokens)
-        sampling = sampling_json(args.max_tokens)
+        sampling = sampling_of(args.max_tokens)
         kind = "KIND_GPU" if args.device.startswith("cuda") and engine == "hf" else "KIND_CPU"
         batched_repo = stage_model_repository(
             workdir / "batched", model_config_name=config_name, parameters=parameters,

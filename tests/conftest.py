@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import re
 import socket
+import subprocess
+import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -65,3 +67,40 @@ def gcs_emulator() -> Iterator[Any]:
             os.environ.pop("STORAGE_EMULATOR_HOST", None)
         else:
             os.environ["STORAGE_EMULATOR_HOST"] = previous
+
+
+# -- an OpenAI-compatible server process: the project's gateway, on loopback ---------------
+
+SERVING = re.compile(r"at (http://127\.0\.0\.1:\d+/v1)")
+
+
+def start_gateway(endpoint: str, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """`python -m beam_pipelines.openai_gateway` on a free port; the process and its base URL."""
+    command = [sys.executable, "-m", "beam_pipelines.openai_gateway", "--endpoint", endpoint]
+    process = subprocess.Popen(
+        [*command, "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    found = SERVING.search(process.stdout.readline())
+    if not found:
+        process.kill()
+        raise RuntimeError("the gateway did not start")
+    return process, found[1]
+
+
+@pytest.fixture
+def gateway() -> Iterator[Callable[..., str]]:
+    """Starts gateways for one test (`gateway("scripted:call")` -> base URL); stops them."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(endpoint: str, *args: str) -> str:
+        process, url = start_gateway(endpoint, *args)
+        started.append(process)
+        return url
+
+    yield start
+    for process in started:
+        process.terminate()
+        process.wait(timeout=10)

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, get_args
+from typing import Any, ClassVar, Literal, Protocol, get_args, runtime_checkable
 
 from tools.schema import schema_problem
 
@@ -103,6 +103,22 @@ class ToolContext:
     view_size: tuple[int, int] | None = None
     timeout_s: float | None = None
     max_images: int | None = None
+
+
+#: ``chat(messages, sampling) -> text``: one request to a served model (OpenAI chat messages,
+#: the serving contract's sampling); raises on failure.
+Chat = Callable[[list[dict[str, Any]], dict[str, Any]], str]
+
+
+@runtime_checkable
+class AsksModel(Protocol):
+    """A tool that asks a served model (``web_visit``'s goal summaries): it names the model in
+    its settings, and whoever runs it attaches a ``Chat`` that reaches it, so ``tools`` needs no
+    model-server client of its own."""
+
+    def model_settings(self) -> Mapping[str, Any] | None: ...
+
+    def attach_chat(self, chat: Chat) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import apache_beam as beam
 from apache_beam.utils import shared
 
 from beam_pipelines.agent import loop
-from beam_pipelines.options import ModelEndpoint
+from beam_pipelines.model_client.base import ModelEndpoint
 from beam_pipelines.transforms.execute_tools import ExecuteTools
 from beam_pipelines.transforms.generate import Generate, running
 from beam_pipelines.transforms.images import ImageStore

@@ -43,10 +43,11 @@ from beam_pipelines.agent.records import (
     Trajectory,
 )
 from beam_pipelines.io.files import read_bytes
+from beam_pipelines.model_client.channel import chat_for
 from beam_pipelines.transforms.backlog import Backlog
 from beam_pipelines.transforms.generate import running, windowed
 from beam_pipelines.transforms.images import ImageStore
-from tools.base import Tool, ToolContext, ToolResult, ToolUnavailableError
+from tools.base import AsksModel, Tool, ToolContext, ToolResult, ToolUnavailableError
 from tools.registry import build_tools, run_tool
 
 TOOLS_STAGE = "tools"
@@ -72,6 +73,9 @@ class ToolRuntime:
         if "code" in names:
             config["code"] = {"pool_size": workers, **config.get("code", {})}
         self.tools: dict[str, Tool] = build_tools(names, **config)
+        for tool in self.tools.values():
+            if isinstance(tool, AsksModel) and (model := tool.model_settings()):
+                tool.attach_chat(chat_for(model))
         self.pools = {
             kind: ThreadPoolExecutor(workers, thread_name_prefix=f"tools-{kind}") for kind in KINDS
         }

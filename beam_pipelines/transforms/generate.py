@@ -33,14 +33,8 @@ from apache_beam.utils.windowed_value import WindowedValue
 from beam_pipelines import progress
 from beam_pipelines.agent import loop
 from beam_pipelines.agent.records import FailedJob, Failure, Trajectory
-from beam_pipelines.model_client import (
-    InFlightRequests,
-    ModelChannel,
-    ModelError,
-    ModelReply,
-    inline_images,
-)
-from beam_pipelines.options import ModelEndpoint
+from beam_pipelines.model_client.base import ModelEndpoint, ModelError, ModelReply
+from beam_pipelines.model_client.channel import InFlightRequests, ModelChannel, inline_images
 
 GENERATE_STAGE = "generate"
 ANSWERED, TOOL_CALLS, RETRY, FAILED = "answered", "tool_calls", "retry", "failed"
@@ -97,7 +91,7 @@ class Generate(beam.DoFn):
     def setup(self) -> None:
         endpoint = self._endpoint
         self._channel = self._channel_handle.acquire(
-            lambda: ModelChannel(endpoint), tag=f"{endpoint.url}/{endpoint.model_name}"
+            lambda: ModelChannel(endpoint), tag=f"{endpoint.address}/{endpoint.model_name}"
         )
         self._views = self._channel.views
         self._requests_sent = Metrics.counter("annotate", "model_requests")

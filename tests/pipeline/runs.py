@@ -19,9 +19,12 @@ from beam_pipelines.outputs.readers import read_answers, read_failures
 FAST = ("--max_turns=4", "--max_in_flight=8", "--max_tokens=256", "--progress=off")
 
 
-def annotate_run(input: str | Path, output: str | Path, url: str, *extra: str) -> AnnotateResult:
+def annotate_run(
+    input: str | Path, output: str | Path, endpoint: str, *extra: str
+) -> AnnotateResult:
+    """annotate on `endpoint` (`KIND:URL`, or a Triton server's bare gRPC address)."""
     return annotate.run(
-        [f"--input={input}", f"--output={output}", f"--triton_url={url}", *FAST, *extra]
+        [f"--input={input}", f"--output={output}", f"--endpoint={endpoint}", *FAST, *extra]
     )
 
 

@@ -35,18 +35,18 @@ def test_dashes_and_underscores_both_work() -> None:
 
 
 def test_zoom_protocol_defaults_to_its_own_tool() -> None:
-    assert config("--protocol=zoom", triton_url="h:1").tools == ("image_zoom_in_tool",)
+    assert config("--protocol=zoom", endpoint="h:1").tools == ("image_zoom_in_tool",)
 
 
 def test_tools_list_and_no_tools() -> None:
     assert parse_tools(" code, text_search ,") == ("code", "text_search")
-    assert config("--tools=", triton_url="h:1").tools == ()
+    assert config("--tools=", endpoint="h:1").tools == ()
 
 
 def test_server_values_and_overrides() -> None:
-    c = config(triton_url="h:2", model_label="agent_vlm/tiny", model_max_pixels=4096)
+    c = config(endpoint="h:2", model_label="agent_vlm/tiny", model_max_pixels=4096)
     assert (c.endpoint.url, c.model_label, c.max_pixels) == ("h:2", "agent_vlm/tiny", 4096)
-    assert config("--max_pixels=1024", triton_url="h", model_max_pixels=4096).max_pixels == 1024
+    assert config("--max_pixels=1024", endpoint="h", model_max_pixels=4096).max_pixels == 1024
 
 
 @pytest.mark.parametrize(
@@ -55,12 +55,38 @@ def test_server_values_and_overrides() -> None:
 )
 def test_invalid_values_are_refused(bad: str) -> None:
     with pytest.raises(ValueError):
-        config(bad, triton_url="h:1")
+        config(bad, endpoint="h:1")
 
 
-def test_a_url_is_required() -> None:
-    with pytest.raises(ValueError, match="Triton URL"):
+def test_a_model_server_is_required() -> None:
+    with pytest.raises(ValueError, match="no model server"):
         config()
+
+
+@pytest.mark.parametrize(
+    ("args", "kind", "url"),
+    [
+        (["--triton_url=h:8001"], "triton", "h:8001"),
+        (["--endpoint=triton:h:8001"], "triton", "h:8001"),
+        (["--endpoint=h:8001"], "triton", "h:8001"),
+        (
+            ["--endpoint=openai:https://api.example/v1", "--model=r1v4"],
+            "openai",
+            "https://api.example/v1",
+        ),
+        (["--endpoint=scripted:call"], "scripted", "call"),
+    ],
+)
+def test_the_endpoint_names_its_kind(args: list[str], kind: str, url: str) -> None:
+    endpoint = config(*args).endpoint
+    assert (endpoint.kind, endpoint.url) == (kind, url)
+
+
+def test_an_endpoint_with_a_scheme_but_no_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match="openai:https://h/v1"):
+        config("--endpoint=https://h/v1")
+    with pytest.raises(ValueError, match="not both"):
+        config("--endpoint=triton:h:1", "--triton_url=h:2")
 
 
 def test_default_runner_is_the_in_process_one() -> None:
@@ -71,5 +97,5 @@ def test_default_runner_is_the_in_process_one() -> None:
 
 
 def test_run_ids_are_unique_and_sortable() -> None:
-    a, b = config(triton_url="h").run_id, config(triton_url="h").run_id
+    a, b = config(endpoint="h").run_id, config(endpoint="h").run_id
     assert a != b and a[:8].isdigit()

@@ -137,10 +137,10 @@ def test_bad_filter_options_fail_before_sampling(tmp_path: Path, corpus: Path) -
     assert not (tmp_path / "o").exists()
 
 
-def test_the_triton_judge_asks_the_served_model(tmp_path: Path, triton) -> None:
+def test_the_model_judge_asks_the_served_model(tmp_path: Path, triton) -> None:
     from PIL import Image
 
-    from beam_pipelines.filters import TritonJudge, image_claims
+    from beam_pipelines.filters import ModelJudge, image_claims
 
     from .helpers import answered, started
     from .test_filters import call, observe, stored
@@ -148,7 +148,7 @@ def test_the_triton_judge_asks_the_served_model(tmp_path: Path, triton) -> None:
     crop = stored(tmp_path, Image.new("RGB", (16, 16), (205, 30, 35)), "crop")
     traj = answered(observe(call(started(tmp_path), "save_image(image)"), crop))
     (claim,) = image_claims(traj)
-    judge = TritonJudge(triton.grpc_url)
+    judge = ModelJudge(f"triton:{triton.grpc_url}")
     messages = judge.request(claim)
     assert messages[1]["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")
     assert claim.reasoning in messages[1]["content"][1]["text"]

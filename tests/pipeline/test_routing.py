@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from beam_pipelines.agent.records import FailedJob
-from beam_pipelines.model_client import ModelError, ModelReply
+from beam_pipelines.model_client.base import ModelError, ModelReply
 from beam_pipelines.transforms.backlog import Backlog
 from beam_pipelines.transforms.generate import ANSWERED, FAILED, RETRY, TOOL_CALLS, route
 

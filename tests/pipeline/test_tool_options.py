@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from beam_pipelines import annotate
 from beam_pipelines.agent import loop
 from beam_pipelines.agent.records import ImageRef, Job
 from beam_pipelines.options import config_from_options, tool_settings_from_options
-from beam_pipelines.serve import TritonServer
 from beam_pipelines.transforms.execute_tools import ToolRuntime
 from tools.registry import tool_specs
 from tools.search.corpus import CorpusSpec, build_corpus, codebook, codebook_url
@@ -166,24 +164,13 @@ def test_help_lists_the_tool_options(capsys: pytest.CaptureFixture[str]) -> None
 
 # -- through the pipeline ---------------------------------------------------------------------
 
-SCRIPTED_REPO = Path(__file__).resolve().parent / "scripted_repo"
-
-
-@pytest.fixture(scope="module")
-def scripted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    """A real tritonserver serving the scripted `agent_vlm` (makes the calls jobs ask for)."""
-    log = tmp_path_factory.mktemp("scripted") / "tritonserver.log"
-    with TritonServer(SCRIPTED_REPO, log_file=log, startup_timeout_s=120) as server:
-        yield server
-
 
 def call_job(job_id: str, image: Path, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
     call = json.dumps({"name": name, "arguments": arguments})
     return {"id": job_id, "image": str(image), "question": f"CALL {call}"}
 
 
-@pytest.mark.integration
-def test_settings_reach_the_tools_of_a_run(tmp_path: Path, scripted: TritonServer) -> None:
+def test_settings_reach_the_tools_of_a_run(tmp_path: Path) -> None:
     """An offline corpus of our own, named by --tool_config, is what the run's tools read;
     --tool_option changes another setting on top."""
     symbol, seed = "Q", 3
@@ -208,7 +195,7 @@ def test_settings_reach_the_tools_of_a_run(tmp_path: Path, scripted: TritonServe
     result = annotate_run(
         tmp_path / "jobs.jsonl",
         tmp_path / "out",
-        scripted.grpc_url,
+        "scripted:call",  # makes the calls the jobs ask for, in-process
         "--tools=text_search,web_visit",
         f"--tool_config={tmp_path / 'tools.json'}",
         "--tool_option=text_search.max_results=1",

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import tritonclient.grpc as grpcclient
 from PIL import Image
+
+from beam_pipelines.model_client.triton import bytes_input
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO_ROOT / "triton_repo" / "agent_vlm"
@@ -55,20 +56,19 @@ def sample_image(color: tuple[int, int, int] = (200, 40, 40), size: tuple[int, i
 
 
 def inputs(messages: Any, sampling: Any) -> list[grpcclient.InferInput]:
-    """The two input tensors; str/bytes are sent as they are, other values as JSON."""
+    """The two input tensors; str/bytes are sent as they are (malformed requests), other
+    values as JSON."""
 
     def tensor(name: str, value: Any) -> grpcclient.InferInput:
         raw = value if isinstance(value, bytes | str) else json.dumps(value)
-        raw = raw.encode() if isinstance(raw, str) else raw
-        item = grpcclient.InferInput(name, [1, 1], "BYTES")
-        item.set_data_from_numpy(np.array([[raw]], dtype=np.object_))
-        return item
+        return bytes_input(name, raw.encode() if isinstance(raw, str) else raw, batched=True)
 
     return [tensor("messages", messages), tensor("sampling", sampling)]
 
 
 def reply(result: grpcclient.InferResult) -> Reply:
-    """Decode an `InferResult` into a `Reply`."""
+    """The output tensors as the server wrote them (its `usage` JSON unnormalised, unlike the
+    model client's decoding, so a test sees exactly what the server sent)."""
 
     def first(name: str) -> str:
         return result.as_numpy(name).reshape(-1)[0].decode("utf-8")

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Mapping
 from typing import Any
 
-from tools.base import Tool, ToolArgumentsError, ToolContext, ToolError, ToolResult
+from tools.base import Chat, Tool, ToolArgumentsError, ToolContext, ToolError, ToolResult
 from tools.search.extract import fit
 from tools.search.providers import (
     ImageSearchProvider,
@@ -198,13 +199,22 @@ class WebVisitTool(_LazyProvider, Tool):
         super().__init__()
         self._settings = WebVisitSettings(**settings)
         self._summarizer: PageSummarizer | None = None
+        self._chat: Chat | None = None
         self.parameters = _visit_parameters(self._settings)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**super().__getstate__(), "_summarizer": None}
+        return {**super().__getstate__(), "_summarizer": None, "_chat": None}
+
+    def model_settings(self) -> Mapping[str, Any] | None:
+        """The served model this tool asks (its ``summarize`` setting), if any."""
+        return self._settings.summarize
+
+    def attach_chat(self, chat: Chat) -> None:
+        """The ``Chat`` that reaches the model ``model_settings`` names (set before first use)."""
+        self._chat = chat
 
     def _build(self) -> PageProvider:
-        self._summarizer = summarizer(self._settings)
+        self._summarizer = summarizer(self._settings, self._chat)
         return page_provider(self._settings)
 
     def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
@@ -233,6 +243,8 @@ class WebVisitTool(_LazyProvider, Tool):
         header = f"Title: {page.title}\nURL: {page.url}\n" if page.title else f"URL: {page.url}\n"
         room = max(100, budget - len(header))
         text = None
+        if goal and self._settings.summarize and self._chat is None:
+            header += "[summary unavailable: no model client is attached to web_visit]\n"
         if goal and self._summarizer is not None and len(page.text) > room:
             try:
                 text = "[summary for the goal]\n" + self._summarizer.summarize(page, goal, room)

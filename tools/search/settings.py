@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tools.base import ToolUnavailableError
+from tools.base import Chat, ToolUnavailableError
 from tools.search import brave, serper
 from tools.search.cache import CachedImageSearch, CachedPages, CachedTextSearch, ResultCache
 from tools.search.corpus import Corpus, cache_dir, default_corpus, open_corpus
@@ -33,10 +33,14 @@ from tools.search.providers import (
     TextSearchProvider,
 )
 from tools.search.storage import open_storage
+from tools.search.summary import ModelSummarizer
 
 TEXT_PROVIDERS = ("offline", "serper", "brave")
 IMAGE_PROVIDERS = ("offline", "serper")
 PAGE_PROVIDERS = ("offline", "http")
+#: ``web_visit``'s ``summarize`` settings: the model server (``KIND:URL`` as annotate's
+#: ``--endpoint``), its model name, the request deadline and the page text sent at most.
+SUMMARIZE_SETTINGS = ("endpoint", "model", "timeout_s", "max_page_chars")
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,8 @@ class WebVisitSettings:
     max_redirects: int = 5
     cache: str | None = "auto"
     cache_max_age_s: float | None = None
-    #: e.g. {"url": "127.0.0.1:8001", "model": "agent_vlm"}: summarise long pages for the goal.
+    #: e.g. {"endpoint": "triton:127.0.0.1:8001", "model": "agent_vlm"}: summarise long pages
+    #: for the goal with that served model.
     summarize: Mapping[str, Any] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
@@ -118,9 +123,11 @@ class WebVisitSettings:
             raise ValueError("allow_hosts is a list of host names")
         object.__setattr__(self, "allow_hosts", tuple(self.allow_hosts))
         if self.summarize is not None:
-            unknown = set(self.summarize) - {"url", "model", "timeout_s", "max_page_chars"}
+            unknown = set(self.summarize) - set(SUMMARIZE_SETTINGS)
             if unknown:
                 raise ValueError(f"unknown summarize setting(s): {', '.join(sorted(unknown))}")
+            if not self.summarize.get("endpoint"):
+                raise ValueError('summarize needs an "endpoint", e.g. "triton:127.0.0.1:8001"')
 
 
 def corpus_of(folder: str | None) -> Corpus:
@@ -215,9 +222,8 @@ def page_provider(s: WebVisitSettings) -> PageProvider:
     return CachedPages(provider, cache) if cache else provider
 
 
-def summarizer(s: WebVisitSettings) -> PageSummarizer | None:
-    if s.summarize is None:
+def summarizer(s: WebVisitSettings, chat: Chat | None) -> PageSummarizer | None:
+    """The goal summariser, when ``summarize`` is set and a model was attached to ask."""
+    if s.summarize is None or chat is None:
         return None
-    from tools.search.summary import TritonSummarizer
-
-    return TritonSummarizer(**dict(s.summarize))
+    return ModelSummarizer(chat, max_page_chars=int(s.summarize.get("max_page_chars", 24_000)))

@@ -1,4 +1,4 @@
-"""The goal-summary hook: the request it builds and how it talks to the serving contract."""
+"""The goal-summary hook: the request it builds, its errors, and the chat the pipeline attaches."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ import json
 import pickle
 from typing import Any
 
-import numpy as np
 import pytest
-from tritonclient.utils import deserialize_bytes_tensor
 
 from tools.search.results import ProviderError, WebPage
-from tools.search.summary import SYSTEM_PROMPT, TritonSummarizer, summary_request
+from tools.search.search_tools import WebVisitTool
+from tools.search.summary import SYSTEM_PROMPT, ModelSummarizer, summary_request
 
 PAGE = WebPage(url="https://e.example/k", title="Kestrels", text="Kestrels hover. " * 100)
 
@@ -28,75 +27,51 @@ def test_the_request_follows_the_agent_vlm_contract() -> None:
     json.dumps(messages), json.dumps(sampling)  # both travel as JSON
 
 
-class FakeResult:
-    def __init__(self, outputs: dict[str, str]) -> None:
-        self.outputs = outputs
+class RecordingChat:
+    """A ``Chat`` that records what it was asked and answers ``text``."""
 
-    def as_numpy(self, name: str) -> np.ndarray:
-        return np.array([self.outputs[name].encode()], dtype=np.object_)
-
-
-class FakeTriton:
-    """Records what ``tritonclient.grpc.InferenceServerClient`` would have been sent."""
-
-    def __init__(self, url: str, batch: int = 8, text: str = "They hover, then drop.") -> None:
-        self.url = url
-        self.batch = batch
+    def __init__(self, text: str = "They hover, then drop.") -> None:
         self.text = text
-        self.finish = "stop"
-        self.sent: list[dict[str, Any]] = []
+        self.sent: list[tuple[Any, Any]] = []
 
-    def get_model_config(self, model: str, as_json: bool = False) -> dict[str, Any]:
-        return {"config": {"name": model, "max_batch_size": self.batch}}
-
-    def infer(self, model: str, inputs: list[Any], client_timeout: float) -> FakeResult:
-        decoded = {}
-        for tensor in inputs:
-            assert tensor.datatype() == "BYTES"
-            # The serialised BYTES tensor, as the gRPC request would carry it.
-            payload = deserialize_bytes_tensor(tensor._raw_content)[0]
-            decoded[tensor.name()] = {"shape": tensor.shape(), "json": json.loads(payload)}
-        self.sent.append({"model": model, "inputs": decoded, "raw": inputs})
-        return FakeResult({"text": self.text, "finish_reason": self.finish})
+    def __call__(self, messages: list[dict[str, Any]], sampling: dict[str, Any]) -> str:
+        self.sent.append((messages, sampling))
+        return self.text
 
 
-@pytest.mark.parametrize(("batch", "shape"), [(8, [1, 1]), (0, [1])])
-def test_the_summarizer_sends_messages_and_sampling(batch: int, shape: list[int]) -> None:
-    clients: list[FakeTriton] = []
-
-    def factory(url: str) -> FakeTriton:
-        clients.append(FakeTriton(url, batch))
-        return clients[-1]
-
-    summarizer = TritonSummarizer("127.0.0.1:9001", "agent_vlm", client_factory=factory)
+def test_the_summarizer_sends_the_request_and_cuts_the_reply_to_the_budget() -> None:
+    chat = RecordingChat()
+    summarizer = ModelSummarizer(chat)
     assert summarizer.summarize(PAGE, "how do kestrels hunt", 10) == "They hover"
-    sent = clients[0].sent[0]
-    assert clients[0].url == "127.0.0.1:9001" and sent["model"] == "agent_vlm"
-    messages, sampling = summary_request(PAGE, "how do kestrels hunt", 10)
-    assert sent["inputs"] == {
-        "messages": {"shape": shape, "json": messages},
-        "sampling": {"shape": shape, "json": sampling},
-    }
-    summarizer.summarize(PAGE, "again", 100)
-    assert len(clients) == 1  # one client, made on first use
+    assert chat.sent == [summary_request(PAGE, "how do kestrels hunt", 10)]
 
 
 def test_model_errors_become_provider_errors() -> None:
-    fake = FakeTriton("x")
-    fake.finish, fake.text = "error", "engine crashed"
-    summarizer = TritonSummarizer(client_factory=lambda url: fake)
-    with pytest.raises(ProviderError, match="engine crashed"):
-        summarizer.summarize(PAGE, "goal", 100)
-
-    def unreachable(url: str) -> Any:
-        raise ConnectionError("connection refused")
+    def unreachable(messages: Any, sampling: Any) -> str:
+        raise RuntimeError("model_unavailable: connection refused")
 
     with pytest.raises(ProviderError, match="connection refused"):
-        TritonSummarizer(client_factory=unreachable).summarize(PAGE, "goal", 100)
+        ModelSummarizer(unreachable).summarize(PAGE, "goal", 100)
 
 
-def test_the_summarizer_pickles_without_its_client() -> None:
-    summarizer = TritonSummarizer(client_factory=FakeTriton)
-    summarizer.summarize(PAGE, "goal", 50)
-    copy = pickle.loads(pickle.dumps(summarizer))
-    assert copy._client is None and copy.url == summarizer.url
+def test_summaries_need_an_endpoint_and_a_known_setting() -> None:
+    with pytest.raises(ValueError, match="endpoint"):
+        WebVisitTool(summarize={"model": "agent_vlm"})
+    with pytest.raises(ValueError, match="unknown summarize"):
+        WebVisitTool(summarize={"endpoint": "scripted:call", "url": "h:1"})
+
+
+def test_the_pipeline_attaches_its_model_client_to_web_visit() -> None:
+    """Through the pipeline's tool runtime, the summary comes from the model the setting
+    names (here the in-process scripted client, whose reply is `unscripted`)."""
+    from beam_pipelines.transforms.execute_tools import ToolRuntime
+
+    runtime = ToolRuntime(
+        ["web_visit"], 1, {"web_visit": {"summarize": {"endpoint": "scripted:call"}}}
+    )
+    visit = runtime.tools["web_visit"]
+    assert visit.provider is not None  # built on first use, as a call does
+    page = visit._render(PAGE, "how do kestrels hunt", 300)
+    assert "[summary for the goal]" in page and "unscripted" in page
+    copy = pickle.loads(pickle.dumps(visit))  # a worker's chat never travels
+    assert "[summary unavailable: no model client" in copy._render(PAGE, "goal", 300)
