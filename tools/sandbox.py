@@ -55,15 +55,17 @@ import logging
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import threading
 import time
 import weakref
+import zlib
 from collections import deque
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from tools import sandbox_runner
+from tools import sandbox_runner, sandbox_walls
 from tools.base import ToolUnavailableError
 from tools.sandbox_process import (
     Launcher,
@@ -256,6 +258,11 @@ class Sandbox:
         if walls_problem is None:
             launcher, walls_problem = self._first_working("fallback", privileged)
             if launcher is not None:
+                if not privileged:
+                    # The sandbox has this process's uid: without this it could open this
+                    # process's pipes (other sandboxes' jobs and results) via /proc/PID/fd.
+                    sandbox_walls.make_undumpable()
+                    log.warning("code sandbox: this process is now non-dumpable (no core dumps)")
                 return launcher
         if not config.unsafe_no_kernel_walls:
             raise ToolUnavailableError(
@@ -553,18 +560,63 @@ def _interpret(
 
 
 def _check_images(blobs: list[bytes], limits: SandboxLimits) -> str | None:
-    """The parent's own check of returned images: never trust the sandbox's word."""
+    """The parent's own check of returned images: never trust the sandbox's word.
+
+    Every chunk of each PNG is checked (``png_problem``), then the image is fully decoded by
+    the loader job images go through, with the pixel cap set before any decoding.
+    """
+    from beam_pipelines.agent.images import ImageError, load_image
+
     if len(blobs) > limits.max_images:
         return f"it returned {len(blobs)} images, more than the limit of {limits.max_images}"
     if sum(len(b) for b in blobs) > limits.max_image_bytes:
         return "the returned images exceed the size limit"
     for blob in blobs:
-        size = sandbox_runner.png_size(blob)
-        if size is None:
-            return "it returned an image that is not a PNG"
-        if size[0] * size[1] > limits.max_image_pixels or 0 in size:
-            return f"it returned an image of {size[0]}x{size[1]} pixels, over the limit"
+        problem = png_problem(blob, limits.max_image_pixels)
+        if problem is not None:
+            return problem
+        try:
+            load_image(blob, limits.max_image_pixels)
+        except ImageError as error:
+            return f"it returned an image that cannot be used ({error})"
     return None
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_problem(data: bytes, max_pixels: int) -> str | None:
+    """What is wrong with ``data`` as one still PNG within ``max_pixels``; None if nothing.
+
+    Walks every chunk: the signature, one IHDR and only as the first chunk (a second one
+    could declare another size to the decoder), a correct CRC on each, no animation chunks,
+    IEND last.
+    """
+    if len(data) < 24 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return "it returned an image that is not a PNG"
+    width, height = struct.unpack(">II", data[16:24])
+    if width * height > max_pixels or 0 in (width, height):
+        return f"it returned an image of {width}x{height} pixels, over the limit"
+    offset, ended = len(_PNG_SIGNATURE), False
+    while offset < len(data):
+        if ended:
+            return "it returned a PNG with data after its end"
+        if offset + 12 > len(data):
+            return "it returned a truncated PNG"
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        end = offset + 12 + length
+        if end > len(data):
+            return "it returned a truncated PNG"
+        (crc,) = struct.unpack(">I", data[end - 4 : end])
+        if zlib.crc32(data[offset + 4 : end - 4]) != crc:
+            return f"it returned a PNG whose {kind!r} chunk is damaged"
+        if kind == b"IHDR" and offset != len(_PNG_SIGNATURE):
+            return "it returned a PNG with more than one header"
+        if kind in (b"acTL", b"fcTL", b"fdAT"):
+            return "it returned an animated PNG"
+        ended = kind == b"IEND"
+        offset = end
+    return None if ended else "it returned a truncated PNG"
 
 
 def _death_reason(returncode: int | None, limits: SandboxLimits, protection: str) -> str:

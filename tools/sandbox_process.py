@@ -553,6 +553,52 @@ class RunRecord:
     startup_failed: bool = False
 
 
+#: How often the whole-sandbox limits are checked while code runs (seconds).
+WATCH_S = 0.05
+#: Files and directories the fallback's scratch directory may hold.
+SCRATCH_ENTRIES = 20_000
+
+
+def _tree_usage(folder: str) -> tuple[int, int]:
+    """Bytes allocated (or, for sparse files, their length if larger) and entries under
+    ``folder``, not following links; stops counting past ``SCRATCH_ENTRIES``."""
+    used, entries, stack = 0, 0, [folder]
+    while stack and entries <= SCRATCH_ENTRIES:
+        try:
+            with os.scandir(stack.pop()) as listing:
+                for entry in listing:
+                    entries += 1
+                    info = entry.stat(follow_symlinks=False)
+                    used += max(info.st_blocks * 512, info.st_size)
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+        except OSError:
+            continue
+    return used, entries
+
+
+def _tree_memory(pid: int) -> int:
+    """Proportional set size, in bytes, of ``pid`` and all its descendants."""
+    total, stack, seen = 0, [pid], set()
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        try:
+            with open(f"/proc/{current}/smaps_rollup") as handle:
+                for line in handle:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as handle:
+                    stack += [int(child) for child in handle.read().split()]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
 def _grow_pipe(fd: int) -> None:
     """Enlarge a pipe (64 KiB by default) so a job or a result crosses in one or two writes:
     every extra round trip is a wake-up, and on a busy machine each one waits for a CPU."""
@@ -638,14 +684,23 @@ class SandboxProcess:
         selector.register(stderr.fileno(), selectors.EVENT_READ, raw.stderr)
         selector.register(self.result_fd, selectors.EVENT_READ, "result")
         deadline = time.monotonic() + startup_timeout_s
+        next_check = 0.0
         ready = False
         result_open = True
         try:
             while result_open and raw.result is None and raw.invalid is None:
-                timeout = deadline - time.monotonic()
+                now = time.monotonic()
+                timeout = deadline - now
                 if timeout <= 0:
                     raw.timed_out, raw.startup_failed = True, not ready
                     break
+                if ready:
+                    if now >= next_check:
+                        raw.invalid = self._over_budget(limits)
+                        if raw.invalid is not None:
+                            break
+                        next_check = now + WATCH_S
+                    timeout = min(timeout, next_check - now)
                 for key, _ in selector.select(timeout):
                     if key.data == "stdin":
                         try:
@@ -691,6 +746,7 @@ class SandboxProcess:
             if raw.result is not None:
                 # Output written before the result is already in the pipes: take what is there.
                 self._drain(selector, raw)
+                raw.invalid = self._over_budget(limits)
             elif not raw.timed_out and raw.invalid is None and buffer:
                 raw.invalid = "its result pipe held bytes that are not a result"
             elif not raw.timed_out and raw.invalid is None:
@@ -704,6 +760,31 @@ class SandboxProcess:
         finally:
             selector.close()
         return raw
+
+    def _over_budget(self, limits: SandboxLimits) -> str | None:
+        """Whole-sandbox limits the kernel does not keep here; None when within them.
+
+        Scratch in the fallback (a host directory; bubblewrap's is a tmpfs with a size):
+        bytes and entries in all. Memory under bubblewrap, where the code may start processes
+        and each has its own address-space limit: the proportional set size of them all.
+        Checked every ``WATCH_S`` while the code runs and once at its end.
+        """
+        from tools.sandbox import format_size
+
+        if self.scratch_host is not None:
+            used, entries = _tree_usage(self.scratch_host)
+            if used > limits.scratch_bytes or entries > SCRATCH_ENTRIES:
+                return (
+                    f"its files took more than the {format_size(limits.scratch_bytes)} (or "
+                    f"{SCRATCH_ENTRIES} files) the working directory may hold"
+                )
+        bubblewrap = self.launcher.protection == "bubblewrap" and self.proc is not None
+        if bubblewrap and _tree_memory(self.proc.pid) > limits.memory_bytes:
+            return (
+                f"its processes together used more than {format_size(limits.memory_bytes)} "
+                "of memory"
+            )
+        return None
 
     @staticmethod
     def _drain(selector: selectors.BaseSelector, raw: RunRecord) -> None:

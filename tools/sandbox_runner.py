@@ -76,14 +76,6 @@ def decode_message(buffer: bytes | bytearray) -> tuple[dict[str, Any], list[byte
     return header, blobs, end
 
 
-def png_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG's header, or None if ``data`` is not a PNG."""
-    if len(data) < 24 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
-        return None
-    width, height = struct.unpack(">II", data[16:24])
-    return width, height
-
-
 # --------------------------------------------------------------------------------------------
 # Process hardening (before anything untrusted runs)
 
@@ -483,6 +475,7 @@ def _put_up_walls(source: str, scratch: str, readable: list[str] | None) -> None
     if readable is None:
         walls.restrict_syscalls(None)
         return
+    walls.make_undumpable()  # other sandboxes of this uid cannot open its pipes via /proc
     own = f"/proc/{os.getpid()}"
     walls.restrict_files([*readable, own], [scratch], _DEVICES[:-1], listable=["/proc"])
     walls.restrict_syscalls(os.getpid())

@@ -21,10 +21,11 @@ Unix sockets and signals to processes outside the sandbox.
 flags a filter can read). Signals may only be sent to ``own_pid``. Sockets of every family
 fail with ``EAFNOSUPPORT``. ``ptrace`` and other processes' memory, namespaces, mounts,
 ``chroot``, keyrings, BPF, ``perf_event_open``, ``userfaultfd``, ``io_uring``, file handles,
-modules, ``setsid``, ``setpgid``, and changes of file modes, owners, extended attributes and
-times (which Landlock does not cover) fail with ``EPERM``. Another architecture's calls (x32
-included) kill the process. With ``own_pid`` None (inside bubblewrap, whose pid namespace
-holds the processes) processes may be started and signalled; the rest holds.
+modules, ``setsid``, ``setpgid``, ``prctl(PR_SET_DUMPABLE)``, and changes of file modes,
+owners, extended attributes and times (which Landlock does not cover) fail with ``EPERM``.
+Another architecture's calls (x32 included) kill the process. With ``own_pid`` None (inside
+bubblewrap, whose pid namespace holds the processes) processes may be started and signalled;
+the rest holds.
 
 ``landlock_abi()`` and ``seccomp_supported()`` tell the parent what the kernel offers.
 """
@@ -57,6 +58,7 @@ _FS_RIGHTS_SINCE = {1: (1 << 13) - 1, 2: 1 << 13, 3: 1 << 14, 5: 1 << 15}
 _NET_BIND_TCP, _NET_CONNECT_TCP = 1 << 0, 1 << 1  # ABI 4
 _SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1 << 0, 1 << 1  # ABI 6
 
+_PR_SET_DUMPABLE = 4
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
@@ -186,7 +188,7 @@ _X86_64_REFUSED = {
 _X86_64_SOCKETS = {"socket": 41, "socketpair": 53}
 #: Signal calls whose first argument is the target process: allowed for ``own_pid`` only.
 _X86_64_SIGNAL = {"kill": 62, "tgkill": 234, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297}
-_X86_64_CLONE, _X86_64_CLONE3 = 56, 435
+_X86_64_CLONE, _X86_64_CLONE3, _X86_64_PRCTL = 56, 435, 157
 #: Refused only when the sandbox must stay one process.
 _X86_64_PROCESSES = ("fork", "vfork", "execve", "execveat", "setsid", "setpgid")
 
@@ -214,6 +216,7 @@ def _program(own_pid: int | None) -> list[tuple[int, int, int, int]]:
         *[(_JEQ, "nofamily", "", number) for number in sorted(_X86_64_SOCKETS.values())],
         (_JEQ, "enosys", "", _X86_64_CLONE3),
         (_JEQ, "clone", "", _X86_64_CLONE),
+        (_JEQ, "prctl", "", _X86_64_PRCTL),
     ]
     if own_pid is not None:
         signals = sorted(_X86_64_SIGNAL.values())
@@ -224,6 +227,9 @@ def _program(own_pid: int | None) -> list[tuple[int, int, int, int]]:
         (_LD_W_ABS, "", "", 16),  # args[0], low half: the clone flags
         (_JSET, "deny", "", _CLONE_NAMESPACES),
         (_JSET, "allow", "deny" if own_pid is not None else "allow", _CLONE_THREAD),
+        "prctl",
+        (_LD_W_ABS, "", "", 16),  # args[0]: the option
+        (_JEQ, "deny", "allow", _PR_SET_DUMPABLE),
         "signal",
         (_LD_W_ABS, "", "", 16),  # args[0], low half: the target pid
         (_JEQ, "allow", "deny", (own_pid or 0) & 0xFFFFFFFF),
@@ -252,6 +258,14 @@ def _program(own_pid: int | None) -> list[tuple[int, int, int, int]]:
     return [
         (code, offset(jt, i), offset(jf, i), k) for i, (code, jt, jf, k) in enumerate(instructions)
     ]
+
+
+def make_undumpable() -> None:
+    """Make this process non-dumpable: processes of the same uid (without ``CAP_SYS_PTRACE``)
+    can no longer open its file descriptors, memory or environment through ``/proc``, whose
+    descriptor links Landlock does not govern for pipes and sockets. The seccomp filter keeps
+    a sandbox from turning it back on."""
+    _check(_libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl(SET_DUMPABLE)")
 
 
 def restrict_syscalls(own_pid: int | None) -> None:

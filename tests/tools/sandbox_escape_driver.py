@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import resource
 import secrets
 import signal
 import socket
@@ -448,9 +449,192 @@ ATTEMPTS: dict[str, str] = {
         "forbidden('dns', lambda: socket.getaddrinfo('localhost', 80) and"
         " socket.create_connection(('localhost', TCP), timeout=1))"
     ),
+    # ---- /proc walks and kernel knobs
+    "read_secret_via_proc_root": (
+        "trying('parent root', lambda: say(open(f'/proc/{PARENT}/root{SECRET_FILE}').read()))\n"
+        "trying('own root', lambda: say(open(f'/proc/self/root{SECRET_FILE}').read()))"
+    ),
+    "list_parent_fds": "forbidden('fds', lambda: os.listdir(f'/proc/{PARENT}/fd'))",
+    "open_parent_pipes_via_proc_fd": (
+        "for n in range(64):\n"
+        "    for mode in ('rb', 'wb'):\n"
+        "        try:\n"
+        "            open(f'/proc/{PARENT}/fd/{n}', mode, buffering=0)\n"
+        "            say('ESCAPED opened the parent descriptor', n, mode)\n"
+        "        except OSError:\n"
+        "            pass"
+    ),
+    "open_other_sandboxes_pipes": (
+        "me = str(os.getpid())\n"
+        "own = set()\n"
+        "for n in range(64):\n"  # the pipes this sandbox already holds (its own stdio)
+        "    try:\n"
+        "        own.add(os.fstat(n).st_ino)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "for pid in [p for p in os.listdir('/proc') if p.isdigit() and p != me]:\n"
+        "    for n in range(16):\n"
+        "        try:\n"
+        "            f = open(f'/proc/{pid}/fd/{n}', 'wb', buffering=0)\n"
+        "        except OSError:\n"
+        "            continue\n"
+        "        if os.fstat(f.fileno()).st_ino not in own:\n"
+        "            say('ESCAPED opened a descriptor of', pid, n)"
+    ),
+    "turn_dumpable_back_on": (
+        "forbidden('dumpable', lambda: 1/0 if libc.prctl(4, 1, 0, 0, 0) else 0)"
+    ),
+    "sysrq_trigger": "forbidden('sysrq', lambda: open('/proc/sysrq-trigger', 'w').write('h'))",
+    "write_kernel_sysctl": (
+        "forbidden('sysctl', lambda: open('/proc/sys/kernel/core_pattern', 'w').write('|/x'))"
+    ),
+    "write_cgroup": (
+        "forbidden('cgroup', lambda: open('/sys/fs/cgroup/cgroup.procs', 'w').write('1'))"
+    ),
+    "mknod_device_in_scratch": (
+        "forbidden('mknod', lambda: os.mknod('null2', 0o20666, os.makedev(1, 3)))"
+    ),
+    "raise_rlimits": (
+        "import resource\n"
+        "for limit in (resource.RLIMIT_AS, resource.RLIMIT_NPROC, resource.RLIMIT_FSIZE):\n"
+        "    forbidden('setrlimit', lambda: resource.setrlimit(limit, (-1, -1)))"
+    ),
+    "raw_socketpair_syscall": (
+        "pair = (ctypes.c_int * 2)()\nsys_ok('socketpair', 53, 1, 1, 0, pair)"
+    ),
+    # ---- resources: memory, scratch, files, outputs, images
+    "memory_across_processes": (
+        "import time\n"
+        "r, w = os.pipe()\n"
+        "for _ in range(5):\n"
+        "    try:\n"
+        "        pid = os.fork()\n"
+        "    except OSError:\n"
+        "        break\n"
+        "    if pid == 0:\n"
+        "        try:\n"
+        "            block = bytearray(300 << 20)\n"
+        "            block[::4096] = b'x' * len(block[::4096])\n"
+        "            os.write(w, b'1')\n"
+        "            time.sleep(3)\n"
+        "        finally:\n"
+        "            os._exit(0)\n"
+        "time.sleep(2.5)\n"
+        "os.set_blocking(r, False)\n"
+        "try:\n"
+        "    held = len(os.read(r, 64))\n"
+        "except BlockingIOError:\n"
+        "    held = 0\n"
+        "say('processes holding 300 MiB', held)\n"
+        "if held >= 4: say('ESCAPED memory held by processes together', held * 300, 'MiB')"
+    ),
+    "memory_across_threads": (
+        "import threading, time\n"
+        "held = []\n"
+        "def grab():\n"
+        "    try:\n"
+        "        block = bytearray(300 << 20)\n"
+        "        block[::4096] = b'x' * len(block[::4096])\n"
+        "        held.append(block)\n"
+        "    except MemoryError:\n"
+        "        pass\n"
+        "threads = [threading.Thread(target=grab) for _ in range(5)]\n"
+        "[t.start() for t in threads]\n"
+        "[t.join() for t in threads]\n"
+        "say('threads holding 300 MiB', len(held))\n"
+        "if len(held) >= 4: say('ESCAPED memory held by threads together')"
+    ),
+    "memory_one_big_block": ("forbidden('3 GiB', lambda: bytearray(3 << 30))"),
+    "scratch_over_quota": (
+        "written = 0\n"
+        "try:\n"
+        "    for i in range(6):\n"
+        "        with open(f'part{i}.bin', 'wb') as f:\n"
+        "            for _ in range(60):\n"
+        "                f.write(b'x' * (1 << 20))\n"
+        "                written += 1\n"
+        "except OSError as error:\n"
+        "    say('stopped', type(error).__name__)\n"
+        "say('MiB written', written)\n"
+        "if written > 256: say('ESCAPED scratch quota', written)"
+    ),
+    "one_file_over_the_size_limit": (
+        "written = 0\n"
+        "try:\n"
+        "    with open('big.bin', 'wb') as f:\n"
+        "        for _ in range(300):\n"
+        "            f.write(b'x' * (1 << 20))\n"
+        "            written += 1\n"
+        "except OSError as error:\n"
+        "    say('stopped', type(error).__name__)\n"
+        "if written > 256: say('ESCAPED file size', written)"
+    ),
+    "sparse_file_over_quota": (
+        "def go():\n"
+        "    with open('sparse.bin', 'wb') as f:\n"
+        "        f.truncate(1 << 40)\n"
+        "        say('sparse file made')\n"
+        "forbidden('sparse', go)"
+    ),
+    "open_many_files": (
+        "fds = []\n"
+        "try:\n"
+        "    for _ in range(5000):\n"
+        "        fds.append(os.open('/dev/null', os.O_RDONLY))\n"
+        "except OSError:\n"
+        "    pass\n"
+        "say('opened', len(fds))\n"
+        "if len(fds) > 256: say('ESCAPED descriptor limit', len(fds))"
+    ),
+    "flood_stdout": "sys.stdout.write('y' * 50_000_000)\nsys.stdout.flush()",
+    "flood_stderr": "sys.stderr.write('z' * 50_000_000)\nsys.stderr.flush()",
+    "flood_result_pipe": (
+        "fd = int(sys.argv[sys.argv.index('--result-fd') + 1])\n"
+        "trying('flood', lambda: [os.write(fd, b'\\0' * (1 << 20)) for _ in range(300)])"
+    ),
+    "forged_png_with_second_ihdr": (
+        "import struct, zlib, __main__\n"
+        "def chunk(kind, data):\n"
+        "    return struct.pack('>I', len(data)) + kind + data +"
+        " struct.pack('>I', zlib.crc32(kind + data))\n"
+        "def ihdr(w, h):\n"
+        "    return chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 0, 0, 0, 0))\n"
+        "raw = zlib.compress(b'\\0' * 9001 * 9000, 9)\n"
+        "bomb = b'\\x89PNG\\r\\n\\x1a\\n' + ihdr(10, 10) + ihdr(9000, 9000)"
+        " + chunk(b'IDAT', raw) + chunk(b'IEND', b'')\n"
+        "fd = int(sys.argv[sys.argv.index('--result-fd') + 1])\n"
+        "os.write(fd, __main__.encode_message({'type': 'result', 'status': 'ok', 'notes': []},"
+        " [bomb]))\n"
+        "os._exit(0)"
+    ),
+    "saved_png_with_second_ihdr": (
+        "import struct, zlib\n"
+        "def chunk(kind, data):\n"
+        "    return struct.pack('>I', len(data)) + kind + data +"
+        " struct.pack('>I', zlib.crc32(kind + data))\n"
+        "def ihdr(w, h):\n"
+        "    return chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 0, 0, 0, 0))\n"
+        "raw = zlib.compress(b'\\0' * 9001 * 9000, 9)\n"
+        "open('bomb.png', 'wb').write(b'\\x89PNG\\r\\n\\x1a\\n' + ihdr(10, 10)"
+        " + ihdr(9000, 9000) + chunk(b'IDAT', raw) + chunk(b'IEND', b''))"
+    ),
+    "forged_animated_png": (
+        "import io, __main__\n"
+        "from PIL import Image\n"
+        "frames = [Image.new('RGB', (8, 8), (i, 0, 0)) for i in range(3)]\n"
+        "buffer = io.BytesIO()\n"
+        "frames[0].save(buffer, format='PNG', save_all=True, append_images=frames[1:])\n"
+        "fd = int(sys.argv[sys.argv.index('--result-fd') + 1])\n"
+        "os.write(fd, __main__.encode_message({'type': 'result', 'status': 'ok', 'notes': []},"
+        " [buffer.getvalue()]))\n"
+        "os._exit(0)"
+    ),
 }
 
 MAX_PROCESSES = 32
+#: Limits the parent checks while the code runs (every few tens of milliseconds), rather than
+#: the kernel: the attempt may get past them briefly, and must then be stopped.
+CHECKED_TOTALS = ("scratch_over_quota", "memory_across_processes")
 
 
 def prelude(context: dict[str, object]) -> str:
@@ -593,12 +777,19 @@ def main() -> None:
         hook_check = sandbox.run(UNHOOK + "say('hook down')", image)
         report["_unhook"] = hook_check.stdout + (hook_check.reason or "")
         for name in names:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             outcome = sandbox.run(prelude(context) + ATTEMPTS[name], image)
             text = "\n".join([outcome.stdout, outcome.stderr, outcome.reason or "", *outcome.notes])
             evidence = []
             if secret.encode() in text.encode() or secret in repr(text):
                 evidence.append("the secret reached the output")
-            evidence += [line for line in text.splitlines() if line.startswith("ESCAPED")]
+            if name not in CHECKED_TOTALS or outcome.ok:
+                evidence += [line for line in text.splitlines() if line.startswith("ESCAPED")]
+            if outcome.images:  # no attempt saves a legitimate image
+                evidence.append(f"the parent accepted {len(outcome.images)} image(s)")
+            grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak
+            if grown > 200 << 10:  # KiB
+                evidence.append(f"the parent's memory grew by {grown >> 10} MiB")
             deadline = time.monotonic() + 3
             while processes_with(marker.encode()) and time.monotonic() < deadline:
                 time.sleep(0.05)
