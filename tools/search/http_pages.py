@@ -10,8 +10,11 @@
 3. follows at most ``max_redirects`` redirects by hand, each hop checked again from step 1;
 4. accepts only text-like media types (HTML, XHTML, XML, plain text, Markdown, CSV, JSON), and
    refuses a body that is binary whatever its declared type;
-5. reads at most ``max_bytes`` (decoded; the page is cut there) within ``timeout_s`` for the
-   whole fetch, redirects included, however slowly the server trickles bytes;
+5. reads at most ``max_bytes`` within ``timeout_s`` for the whole fetch, redirects included,
+   however slowly the server trickles bytes. It asks for ``identity`` encoding; a server that
+   compresses anyway may use ``gzip`` and ``deflate``, stacked as it likes, and each layer is
+   decoded to at most ``max_bytes`` too (the page is cut there): a small compressed body
+   cannot become a large one in memory. Other encodings (``br``, ``zstd``, ...) are refused;
 6. extracts the text (``tools.search.extract``).
 
 Connections are not kept alive, so a connection made for one host name is never reused for
@@ -22,6 +25,7 @@ Connection errors, timeouts, 429 and 5xx are retried once by default (``RetryPol
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urljoin
@@ -92,7 +96,7 @@ class HttpPages:
                 headers={
                     "User-Agent": USER_AGENT,
                     "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.1",
-                    "Accept-Encoding": "gzip, deflate",
+                    "Accept-Encoding": "identity",
                 },
             )
         return self._client
@@ -169,7 +173,18 @@ class HttpPages:
                 "web pages and text can be read."
             )
         declared = response.headers.get("content-length", "")
+        encodings = _encodings(response.headers.get_list("content-encoding"))
+        unknown = [e for e in encodings if e not in _DECODERS]
+        if unknown:
+            raise ProviderError(
+                f"{target.url} was sent in an unsupported content encoding ({unknown[0][:20]})."
+            )
         body, cut = self._body(target, response, deadline)
+        for encoding in reversed(encodings):  # the last one applied is undone first
+            body, layer_cut = _decode_layer(body, encoding, self.max_bytes)
+            if layer_cut is None:
+                raise ProviderError(f"{target.url} sent a damaged {encoding} body.")
+            cut = cut or layer_cut
         if _looks_binary(body[:SNIFF_BYTES]):
             raise ProviderError(f"{target.url} holds binary data, not a text page.")
         text = _decode(body, charset)
@@ -187,7 +202,7 @@ class HttpPages:
         chunks: list[bytes] = []
         size = 0
         try:
-            for chunk in response.iter_bytes():
+            for chunk in response.iter_raw():  # as sent: decoded above, within the cap
                 chunks.append(chunk)
                 size += len(chunk)
                 if size >= self.max_bytes:
@@ -205,6 +220,29 @@ class HttpPages:
                 f"{target.url} broke off while sending the page ({type(error).__name__}).", None
             ) from error
         return b"".join(chunks), False
+
+
+#: zlib window bits per encoding (gzip header; zlib wrapper, with a raw fallback for deflate).
+_DECODERS = {"gzip": (16 + 15,), "x-gzip": (16 + 15,), "deflate": (15, -15)}
+
+
+def _encodings(values: list[str]) -> list[str]:
+    """Content-Encoding layers in the order the server applied them, ``identity`` dropped."""
+    found = [part.strip().lower() for value in values for part in value.split(",")]
+    return [e for e in found if e and e != "identity"]
+
+
+def _decode_layer(data: bytes, encoding: str, limit: int) -> tuple[bytes, bool | None]:
+    """One encoding undone, at most ``limit`` bytes of output: (bytes, cut), or
+    (b"", None) when the data is not in that encoding."""
+    for wbits in _DECODERS[encoding]:
+        decoder = zlib.decompressobj(wbits)
+        try:
+            out = decoder.decompress(data, limit)
+        except zlib.error:
+            continue
+        return out, bool(decoder.unconsumed_tail) or len(out) >= limit
+    return b"", None
 
 
 class _Retryable(ProviderError):

@@ -15,7 +15,9 @@ NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``, Teredo). In short: only globally rou
 per ``ipaddress``'s ``is_global``. Names of metadata services are refused by name as well.
 
 ``allow_hosts`` names hosts (names or IP literals, compared case-insensitively) that skip the
-address check; tests use it for their loopback server. It is an explicit, per-tool setting.
+address check; tests use it for their loopback server. It is an explicit, per-tool setting. An
+entry with a port (``wiki.intranet.example:8080``, ``127.0.0.1:8000``, ``[::1]:8000``) allows
+that port only; an entry without one allows every port of the host.
 """
 
 from __future__ import annotations
@@ -114,13 +116,17 @@ class NetworkPolicy:
     """The SSRF check (see the module docstring); picklable, no state beyond its settings."""
 
     def __init__(self, allow_hosts: Iterable[str] = (), resolver: Resolver | None = None) -> None:
-        self.allow_hosts = frozenset(h.strip().strip("[]").casefold() for h in allow_hosts)
+        self.allow_hosts = frozenset(allow_entry(entry) for entry in allow_hosts)
         self._resolver = resolver
+
+    def allows(self, host: str, port: int) -> bool:
+        """Whether ``host:port`` skips the address check (``allow_hosts``)."""
+        return (host, None) in self.allow_hosts or (host, port) in self.allow_hosts
 
     def resolve(self, url: str) -> Target:
         """The URL checked and resolved; ``BlockedURLError`` (for the model) when refused."""
         scheme, host, port, path = split_url(url)
-        allowed = host in self.allow_hosts
+        allowed = self.allows(host, port)
         if not allowed and (host in METADATA_NAMES or host.endswith(".internal")):
             raise BlockedURLError(f"Refused to visit {url}: {host} is a cloud metadata host.")
         literal = _ip_literal(host)
@@ -143,6 +149,23 @@ class NetworkPolicy:
                         f"Refused to visit {url}: {what}. Only public web addresses can be visited."
                     )
         return Target(url, scheme, host, port, addresses[0], path)
+
+
+def allow_entry(entry: str) -> tuple[str, int | None]:
+    """``(host, port or None)`` of an ``allow_hosts`` entry: ``host``, ``host:port``,
+    ``[v6]``, ``[v6]:port`` or a bare IPv6 literal. ValueError when it is none of those."""
+    text = entry.strip().casefold()
+    host, port = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise ValueError("allow_hosts entries are host, host:port or [ipv6]:port")
+        port = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+        raise ValueError("allow_hosts entries are host, host:port or [ipv6]:port")
+    return host, int(port) if port else None
 
 
 def split_url(url: str) -> tuple[str, str, int, str]:

@@ -26,6 +26,7 @@ from tools.search import brave, serper
 from tools.search.cache import CachedImageSearch, CachedPages, CachedTextSearch, ResultCache
 from tools.search.corpus import Corpus, cache_dir, default_corpus, open_corpus
 from tools.search.http_api import ApiClient, ApiKey, RetryPolicy
+from tools.search.netguard import allow_entry
 from tools.search.providers import (
     ImageSearchProvider,
     PageProvider,
@@ -122,6 +123,8 @@ class WebVisitSettings:
         if isinstance(self.allow_hosts, str):
             raise ValueError("allow_hosts is a list of host names")
         object.__setattr__(self, "allow_hosts", tuple(self.allow_hosts))
+        for entry in self.allow_hosts:
+            allow_entry(entry)  # its error names the forms, never the value
         if self.summarize is not None:
             unknown = set(self.summarize) - set(SUMMARIZE_SETTINGS)
             if unknown:
