@@ -3,7 +3,8 @@
 - **Keys** come from the environment at request time (``ApiKey``): a tool object never holds
   one, so pickling a pipeline (which pickles its tools) cannot carry a key anywhere, and a
   missing key is ``ToolUnavailableError`` (the job fails for a reason the model cannot fix).
-  Every error message built from a request or a response goes through ``redact``.
+  Every error message built from a request or a response, and every answer, goes through
+  ``redact``, which also finds the key base64-encoded, URL-encoded, in hex or in another case.
 - **Rate limits** are token buckets (``RateLimiter.shared(name, ...)``): one bucket per provider
   name (and rate) per process, so every tool using the same API in a worker shares it.
 - **Retries** follow one small rule, ``retry_delay``: connection errors, timeouts, 429 and 5xx
@@ -13,15 +14,19 @@
 
 from __future__ import annotations
 
+import base64
 import email.utils
+import functools
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from urllib.parse import quote, quote_plus
 
 import httpx
 
@@ -152,11 +157,53 @@ class ApiKey:
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` with every secret replaced by ``[REDACTED]``."""
+    """``text`` with every secret replaced by ``[REDACTED]``, also when transformed.
+
+    The forms looked for (``secret_forms``): the secret in any letter case, URL-encoded
+    (``quote`` and ``quote_plus``) and in hexadecimal, in any case; and its base64 and
+    URL-safe base64, at each of the three alignments it can have inside a longer base64 text.
+    """
+    pattern = _pattern(tuple(s for s in secrets if s))
+    return pattern.sub(REDACTED, text) if pattern is not None else text
+
+
+def redact_json(value: Any, secrets: tuple[str, ...]) -> Any:
+    """A decoded JSON value with ``redact`` applied to every string in it, keys included."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, list):
+        return [redact_json(item, secrets) for item in value]
+    if isinstance(value, dict):
+        return {redact(str(k), secrets): redact_json(v, secrets) for k, v in value.items()}
+    return value
+
+
+def secret_forms(secret: str) -> tuple[set[str], set[str]]:
+    """(forms matched in any letter case, forms matched exactly) of one secret."""
+    raw = secret.encode()
+    any_case = {secret, quote(secret, safe=""), quote_plus(secret), raw.hex()}
+    exact = set()
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        for offset in range(3):
+            text = encode(b"\0" * offset + raw).decode()
+            # Only the characters made of the secret's bits alone, whatever surrounds it.
+            core = text[-(-8 * offset // 6) : 8 * (offset + len(raw)) // 6]
+            if len(core) >= 8:
+                exact.add(core)
+    return any_case, exact
+
+
+@functools.lru_cache(maxsize=64)
+def _pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
+    any_case: set[str] = set()
+    exact: set[str] = set()
     for secret in secrets:
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return text
+        forms = secret_forms(secret)
+        any_case |= forms[0]
+        exact |= forms[1]
+    parts = [f"(?i:{re.escape(f)})" for f in sorted(any_case, key=len, reverse=True)]
+    parts += [re.escape(f) for f in sorted(exact, key=len, reverse=True)]
+    return re.compile("|".join(parts)) if parts else None
 
 
 class ApiClient:
@@ -249,7 +296,8 @@ class ApiClient:
                 status = response.status_code
                 if status < 300:
                     try:
-                        return response.json()
+                        # A provider could echo the key back (in any form): never pass it on.
+                        return redact_json(response.json(), (key,))
                     except ValueError as error:
                         raise ProviderError(
                             f"{self.name} returned a response that is not JSON."

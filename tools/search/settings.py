@@ -18,7 +18,7 @@ no cache for offline ones, None turns caching off, and anything else is a folder
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from tools.base import Chat, ToolUnavailableError
@@ -61,9 +61,27 @@ class ApiSettings:
 
 def _check(provider: str, known: tuple[str, ...], s: Any) -> None:
     if provider not in known:
-        raise ValueError(f"provider must be one of {', '.join(known)}, not {provider!r}")
+        raise ValueError(f"provider must be one of {', '.join(known)}")  # never the value
     if s.max_results < 1:
         raise ValueError("max_results must be >= 1")
+    _refuse_credentials(s)
+
+
+def _refuse_credentials(s: Any) -> None:
+    """No setting may carry credentials in a URL (``https://user:key@host``): settings are
+    recorded in manifests and logs; keys come from the environment. Names the setting only."""
+    values = [(f.name, getattr(s, f.name)) for f in fields(s)]
+    if isinstance(getattr(s, "summarize", None), Mapping):
+        values += [(f"summarize.{k}", v) for k, v in s.summarize.items()]
+    for name, value in values:
+        if not isinstance(value, str) or ("://" not in value and not name.endswith("endpoint")):
+            continue
+        # Anywhere, not only before the first "/": a password may hold a "/" itself.
+        if "@" in value:
+            raise ValueError(
+                f"{name} must not hold credentials (user:password@ in the URL); put keys in "
+                "the environment and name the variable with api_key_env"
+            )
 
 
 @dataclass(frozen=True)
@@ -115,9 +133,7 @@ class WebVisitSettings:
 
     def __post_init__(self) -> None:
         if self.provider not in PAGE_PROVIDERS:
-            raise ValueError(
-                f"provider must be one of {', '.join(PAGE_PROVIDERS)}, not {self.provider!r}"
-            )
+            raise ValueError(f"provider must be one of {', '.join(PAGE_PROVIDERS)}")
         if self.max_chars < 200 or self.max_urls < 1:
             raise ValueError("max_chars >= 200 and max_urls >= 1")
         if isinstance(self.allow_hosts, str):
@@ -131,6 +147,7 @@ class WebVisitSettings:
                 raise ValueError(f"unknown summarize setting(s): {', '.join(sorted(unknown))}")
             if not self.summarize.get("endpoint"):
                 raise ValueError('summarize needs an "endpoint", e.g. "triton:127.0.0.1:8001"')
+        _refuse_credentials(self)
 
 
 def corpus_of(folder: str | None) -> Corpus:
