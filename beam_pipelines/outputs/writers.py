@@ -10,17 +10,31 @@ arrive) and at the end of every bundle. On the in-process runner a whole stage i
 so a bundle-end flush alone would write nothing until the run ends; the periodic flush is
 what lets a killed run keep what it finished.
 
+A shard's name is derived from what it holds (`shard_name`: the ids of its answers or traces,
+the bytes of its failure rows), and a shard is written whole (`files.write_bytes`: a temporary
+name and a rename, or one upload). A retried bundle that flushes the same results therefore
+writes the same objects again, replacing them: it adds no row, and no reader ever sees half a
+shard.
+
+Each result is turned into its rows as it arrives: one whose trace or answer row cannot be
+written (text that is not valid Unicode, a value the schema refuses) becomes its job's
+`unwritable_result` failure row instead of failing the bundle. Failure rows that hold text no
+UTF-8 writer accepts (a line that was not UTF-8, a lone surrogate) are written with JSON's
+ASCII escapes, so the input is kept exactly.
+
 The trace of a job is a line of a gzip JSONL shard; its URI is `layout.trace_uri`:
 `<shard>#<url-quoted id>`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import hashlib
 import io
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -36,29 +50,40 @@ from beam_pipelines.agent.records import (
     answer_row,
     answer_schema,
 )
-from beam_pipelines.io.files import join, unique_name, write_bytes
+from beam_pipelines.io.files import join, write_bytes
 from beam_pipelines.outputs.layout import OutputLayout, trace_uri
 
 DEFAULT_MAX_ROWS = 256
 DEFAULT_MAX_AGE_S = 10.0
+WRITE_STAGE = "write"
 
 
 Result = Trajectory | FailedJob | Failure
 
 
-def _gzip_jsonl(records: list[dict[str, Any]]) -> bytes:
+def shard_name(keys: Sequence[str], suffix: str) -> str:
+    """`part-<32 hex><suffix>`, a hash of the shard's row keys: the same rows, the same name."""
+    digest = hashlib.sha256()
+    for key in sorted(keys):
+        digest.update(key.encode("utf-8", "surrogatepass") + b"\0")
+    return f"part-{digest.hexdigest()[:32]}{suffix}"
+
+
+def json_line(record: dict[str, Any]) -> bytes:
+    """One JSONL line; text no UTF-8 writer accepts (lone surrogates) as JSON escapes."""
+    try:
+        text = json.dumps(record, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(record, ensure_ascii=True, default=str).encode("ascii")
+    return text + b"\n"
+
+
+def _gzip(lines: list[bytes]) -> bytes:
     buffer = io.BytesIO()
     # mtime=0: the same records always give the same bytes.
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
+        f.writelines(lines)
     return buffer.getvalue()
-
-
-def _jsonl(records: list[dict[str, Any]]) -> bytes:
-    return b"".join(
-        json.dumps(r, ensure_ascii=False, default=str).encode("utf-8") + b"\n" for r in records
-    )
 
 
 def _parquet(rows: list[dict[str, Any]]) -> bytes:
@@ -68,7 +93,7 @@ def _parquet(rows: list[dict[str, Any]]) -> bytes:
 
 
 class WriteResults(beam.DoFn):
-    """Buffers results and writes them as whole, uniquely named shards."""
+    """Buffers results and writes them as whole shards named by their content."""
 
     def __init__(
         self,
@@ -87,6 +112,7 @@ class WriteResults(beam.DoFn):
             s: Metrics.counter("annotate", f"jobs_{s}") for s in ("answered", "max_turns")
         }
         self._failed = Metrics.counter("annotate", "jobs_failed")
+        self._unwritable = Metrics.counter("annotate", "unwritable_results")
         self._turns = Metrics.distribution("annotate", "turns")
         self._tool_calls = Metrics.distribution("annotate", "tool_calls_per_job")
         self._prompt_tokens = Metrics.counter("annotate", "prompt_tokens")
@@ -98,10 +124,10 @@ class WriteResults(beam.DoFn):
         self._reset()
 
     def _reset(self) -> None:
-        self._traces: list[dict[str, Any]] = []
-        self._failures: list[dict[str, Any]] = []
+        # (id, line) of each trace; answer rows and failures wait for their trace's shard name.
+        self._traces: list[tuple[str, bytes]] = []
+        self._failures: list[tuple[Failure, bool]] = []
         self._answers: list[dict[str, Any]] = []
-        self._trace_shard = join(self._layout.traces_dir, unique_name("part", ".jsonl.gz"))
         self._opened = time.monotonic()
 
     def process(self, result: Result) -> Iterable[None]:
@@ -119,10 +145,7 @@ class WriteResults(beam.DoFn):
             )
             self._add_failure(failure, result)
         else:
-            uri = self._add_trace(result)
-            row = answer_row(result, uri)
-            self._answers.append(row)
-            self._count_answer(row)
+            self._add_answer(result)
         if self._pending() >= self._max_rows or (
             self._pending() and time.monotonic() - self._opened >= self._max_age_s
         ):
@@ -137,23 +160,48 @@ class WriteResults(beam.DoFn):
     def _pending(self) -> int:
         return len(self._answers) + len(self._failures)
 
-    def _add_trace(self, trajectory: Trajectory) -> str:
-        self._traces.append(self._to_trace(trajectory))
-        return trace_uri(self._trace_shard, trajectory.job.id)
+    def _add_trace(self, trajectory: Trajectory) -> Exception | None:
+        """Buffer the trajectory's trace line; the error when it cannot be written."""
+        try:
+            line = json_line(self._to_trace(trajectory))
+        except Exception as e:  # a trajectory that cannot be serialised: its job's failure row
+            return e
+        self._traces.append((trajectory.job.id, line))
+        return None
+
+    def _add_answer(self, trajectory: Trajectory) -> None:
+        error = self._add_trace(trajectory)
+        if error is not None:
+            self._unwritable_result(trajectory, error, traced=False)
+            return
+        try:
+            row = answer_row(trajectory, None)
+            pa.Table.from_pylist([row], schema=answer_schema())  # the schema takes it
+        except Exception as e:  # this job's row only, never the bundle
+            self._unwritable_result(trajectory, e, traced=True)
+            return
+        self._answers.append(row)
+        self._count_answer(row)
+
+    def _unwritable_result(self, trajectory: Trajectory, error: Exception, traced: bool) -> None:
+        self._unwritable.inc()
+        failure = Failure(
+            input=trajectory.job.to_dict(),
+            stage=WRITE_STAGE,
+            error_class="unwritable_result",
+            message=f"the job's {trajectory.status} result cannot be written: "
+            f"{type(error).__name__}: {error}"[:2000],
+            id=trajectory.job.id,
+        )
+        self._failures.append((failure, traced))
+        self._failed.inc()
+        progress.board().add(failed=1)
 
     def _add_failure(self, failure: Failure, trajectory: Trajectory | None) -> None:
-        if trajectory is not None:
-            uri = self._add_trace(trajectory)
-            failure = Failure(
-                input=failure.input,
-                stage=failure.stage,
-                error_class=failure.error_class,
-                message=failure.message,
-                attempts=failure.attempts,
-                trace_uri=uri,
-                id=failure.id or trajectory.job.id,
-            )
-        self._failures.append(failure.to_dict())
+        traced = trajectory is not None and self._add_trace(trajectory) is None
+        if trajectory is not None and failure.id is None:
+            failure = dataclasses.replace(failure, id=trajectory.job.id)
+        self._failures.append((failure, traced))
         self._failed.inc()
         progress.board().add(failed=1)
 
@@ -175,15 +223,25 @@ class WriteResults(beam.DoFn):
         if not self._pending():
             return
         # Traces before the rows that point at them; answers last (they mark jobs done).
+        shard = join(self._layout.traces_dir, shard_name([i for i, _ in self._traces], ".jsonl.gz"))
         if self._traces:
-            write_bytes(self._trace_shard, _gzip_jsonl(self._traces))
+            write_bytes(shard, _gzip([line for _, line in self._traces]))
             self._shards.inc()
         if self._failures:
-            name = unique_name("part", ".jsonl")
-            write_bytes(join(self._layout.failures_dir, name), _jsonl(self._failures))
+            lines = [
+                json_line(
+                    dataclasses.replace(f, trace_uri=trace_uri(shard, f.id)).to_dict()
+                    if traced and f.id is not None
+                    else f.to_dict()
+                )
+                for f, traced in self._failures
+            ]
+            name = shard_name([line.decode("utf-8") for line in lines], ".jsonl")
+            write_bytes(join(self._layout.failures_dir, name), b"".join(lines))
             self._shards.inc()
         if self._answers:
-            name = unique_name("part", ".parquet")
-            write_bytes(join(self._layout.answers_dir, name), _parquet(self._answers))
+            rows = [{**row, "trace_uri": trace_uri(shard, row["id"])} for row in self._answers]
+            name = shard_name([row["id"] for row in rows], ".parquet")
+            write_bytes(join(self._layout.answers_dir, name), _parquet(rows))
             self._shards.inc()
         self._reset()
