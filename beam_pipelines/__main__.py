@@ -207,6 +207,42 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_status_command(subparsers: SubParsers) -> None:
+    """`status`: a run's state and counts, counted from its outputs (after a detached run)."""
+    parser = subparsers.add_parser(
+        "status",
+        help="count a run's outputs and write its counts.json (what a detached run leaves)",
+        description="Read a run's manifest, count its answer and failure rows (answers once "
+        "per id) and write the counts to the file the manifest names, runs/<run_id>/counts.json. "
+        "A Dataflow or flex template run is submitted without waiting; run this once it ends "
+        "(while it runs, the counts are those of the shards written so far).",
+    )
+    parser.add_argument("run", nargs="?", default=None, help="run id (default: the newest run)")
+    parser.add_argument("--output", required=True, help="the run's output root (local or gs://)")
+    parser.set_defaults(handler=run_status)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    import json
+
+    from beam_pipelines.outputs.counts import count_run, write_counts
+    from beam_pipelines.outputs.readers import read_manifest, resolve_run
+
+    try:
+        layout = resolve_run(args.output, args.run)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    manifest = read_manifest(layout)
+    counts = count_run(layout)
+    path = write_counts(layout, counts)
+    job = f" (job {manifest['job_id']})" if manifest.get("job_id") else ""
+    print(f"run {layout.run_id}: {manifest.get('status', 'unknown')}{job}")
+    print(json.dumps(counts.to_dict(), indent=2))
+    print(f"counts: {path}", flush=True)
+    return 0
+
+
 def add_regenerate_command(subparsers: SubParsers) -> None:
     """`regenerate`: N samples per job, filtered, exported for SFT (a Beam pipeline)."""
     parser = subparsers.add_parser(
@@ -278,6 +314,7 @@ COMMANDS: tuple[Callable[[SubParsers], None], ...] = (
     add_annotate_command,
     add_demo_command,
     add_report_command,
+    add_status_command,
     add_regenerate_command,
     add_evaluate_command,
     add_demo_variants,

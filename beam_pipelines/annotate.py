@@ -28,7 +28,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from beam_pipelines import progress
 from beam_pipelines.agent import loop
@@ -46,6 +46,7 @@ from beam_pipelines.options import (
     tool_settings_from_options,
     with_default_runner,
 )
+from beam_pipelines.outputs.counts import write_counts
 from beam_pipelines.outputs.layout import OutputLayout
 from beam_pipelines.outputs.manifest import versions, write_manifest
 from beam_pipelines.outputs.writers import WriteResults
@@ -69,6 +70,8 @@ class AnnotateResult:
     summary: RunSummary
     metrics: dict[str, Any]
     state: str
+    #: The runner's job id of a detached run, where the runner has one.
+    job_id: str | None = None
 
 
 def build(
@@ -149,6 +152,24 @@ def query_metrics(result: beam.runners.runner.PipelineResult) -> dict[str, Any]:
     return out
 
 
+def is_detached(options: PipelineOptions) -> bool:
+    """Whether `run` submits and returns: `--detach` on a remote runner, or a template launch
+    (`--template_location`: the flex template launcher's, whose runner only writes the job
+    file the launcher then submits, so there is nothing to wait for)."""
+    if options.view_as(GoogleCloudOptions).template_location:
+        return True
+    return bool(options.view_as(AnnotateOptions).detach) and not is_local_runner(options)
+
+
+def submitted_job_id(result: beam.runners.runner.PipelineResult) -> str | None:
+    """The runner's id of the submitted job; None where it has none (a template launch: the
+    Dataflow result then holds no job, and asking it for an id raises)."""
+    if not getattr(result, "has_job", True):
+        return None
+    job_id = getattr(result, "job_id", None)
+    return str(job_id()) if callable(job_id) else None
+
+
 def _start_server(stack: contextlib.ExitStack) -> str:
     """Start the local Triton with the embedded model for this run; its gRPC address."""
     from beam_pipelines.serve import TritonServer
@@ -221,6 +242,9 @@ def run(
             "started_at": datetime.now(UTC).isoformat(),
             "config": config.to_dict(),
             "argv": list(args),
+            # Where the final counts are: written at the end when the run waits, by
+            # `python -m beam_pipelines status` after a detached one.
+            "counts_file": layout.counts,
             "versions": versions(),
             **({"samples": dataclasses.asdict(samples)} if samples is not None else {}),
         }
@@ -232,10 +256,14 @@ def run(
         started = time.monotonic()
         with progress.LiveProgress(show, title=f"annotate {config.run_id}"):
             result = pipeline.run()
-            if opts.detach and not local:
-                job_id = getattr(result, "job_id", lambda: None)()
-                write_manifest(layout, {**manifest, "status": "submitted", "job_id": job_id})
-                return AnnotateResult(config, layout, RunSummary(config.run_id), {}, "SUBMITTED")
+            if is_detached(options):
+                # The job runs on without us: no waiting and no metrics (a flex template's
+                # launch has no job to ask); `status` counts the outputs afterwards.
+                job_id = submitted_job_id(result)
+                manifest.update(status="submitted", job_id=job_id)
+                write_manifest(layout, manifest)
+                summary = RunSummary(config.run_id)
+                return AnnotateResult(config, layout, summary, {}, "SUBMITTED", job_id)
             state = str(result.wait_until_finish())
         wall_s = time.monotonic() - started
 
@@ -248,6 +276,7 @@ def run(
         counts=summary.to_dict(),
         metrics=metrics,
     )
+    write_counts(layout, summary.counts)
     write_manifest(layout, manifest)
     return AnnotateResult(config, layout, summary, metrics, state)
 
@@ -275,7 +304,15 @@ def main(argv: Sequence[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if result.state == "SUBMITTED":
-        print(f"submitted run {result.config.run_id}; outputs under {result.layout.run_dir}")
+        print(
+            f"submitted run {result.config.run_id}"
+            + (f" as job {result.job_id}" if result.job_id else "")
+            + f"; outputs under {result.layout.run_dir}"
+        )
+        print(
+            "counts once it ends: python -m beam_pipelines status "
+            f"--output {result.config.output} {result.config.run_id}"
+        )
         return 0
     print_summary(result.summary)
     print_report_path(result.layout)

@@ -9,10 +9,13 @@ from these (a retried bundle counts twice there); what is reported at the end co
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from beam_pipelines.io.files import write_bytes
 from beam_pipelines.outputs.layout import OutputLayout
 from beam_pipelines.outputs.readers import iter_answers, iter_failures
 
@@ -95,3 +98,12 @@ def count_run(layout: OutputLayout) -> RunCounts:
     for row in iter_failures(layout.failures_glob()):
         counts.add_failure(row)
     return counts
+
+
+def write_counts(layout: OutputLayout, counts: RunCounts) -> str:
+    """Write the run's counts to `counts.json` (the file its manifest names), with when they
+    were counted; returns its path."""
+    data = {"run_id": layout.run_id, "counted_at": datetime.now(UTC).isoformat()}
+    data.update(counts.to_dict())
+    write_bytes(layout.counts, json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n")
+    return layout.counts

@@ -6,6 +6,7 @@
 <root>/runs/<run_id>/traces/part-*.jsonl.gz         one trace per job
 <root>/runs/<run_id>/failures/part-*.jsonl          dead-letter rows
 <root>/runs/<run_id>/manifest.json                  options, versions, counts, start/end
+<root>/runs/<run_id>/counts.json                    final counts, counted from the outputs
 <root>/runs/<run_id>/{kept,rejected,sft}/part-*     regenerate's filter outputs
 <root>/runs/<run_id>/filter_counts.json             what the filters did
 ```
@@ -56,6 +57,12 @@ class OutputLayout:
     @property
     def manifest(self) -> str:
         return join(self.run_dir, "manifest.json")
+
+    @property
+    def counts(self) -> str:
+        """The run's final counts: written at the end of a run that waited, by `status`
+        after a detached (Dataflow, flex template) one."""
+        return join(self.run_dir, "counts.json")
 
     @property
     def kept_dir(self) -> str:
