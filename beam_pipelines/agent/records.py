@@ -35,6 +35,9 @@ STATUSES: tuple[str, ...] = ("running", "answered", "max_turns", "failed")
 #: one over-long row must not take a worker down.
 MAX_QUESTION_BYTES = 64 * 1024
 
+#: An id longer than this (UTF-8 bytes) is an input error (`invalid_id`).
+MAX_ID_BYTES = 512
+
 #: Option lists are lettered A..Z.
 MIN_OPTIONS, MAX_OPTIONS = 2, 26
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -106,6 +109,10 @@ class Job:
         """
         if not isinstance(d, Mapping):
             raise InputError("invalid_json", f"a job must be a JSON object, got {_kind(d)}")
+        raw_id = d.get("id")
+        if raw_id is not None:
+            _check_id(raw_id)
+        _check_unicode(d)
         image = _required_str(d, "image")
         question = _required_str(d, "question")
         size = len(question.encode("utf-8", "surrogatepass"))
@@ -115,15 +122,7 @@ class Job:
                 f"question is {size} bytes, the limit is {max_question_bytes}",
             )
 
-        raw_id = d.get("id")
-        if raw_id is None:
-            job_id = job_content_id(image, question)
-        elif isinstance(raw_id, bool) or not isinstance(raw_id, str | int):
-            raise InputError("invalid_field", f"id must be a string, got {_kind(raw_id)}")
-        else:
-            job_id = str(raw_id)
-            if not job_id.strip():
-                raise InputError("invalid_field", "id is empty")
+        job_id = job_content_id(image, question) if raw_id is None else str(raw_id)
 
         options = _options(d.get("options"))
         answer = _answer(d.get("answer"), options)
@@ -145,6 +144,42 @@ class Job:
         return cls(
             id=job_id, image=image, question=question, options=options, answer=answer, meta=meta
         )
+
+
+def _check_id(raw: Any) -> None:
+    """An id is text (or an integer) of 1 to `MAX_ID_BYTES` UTF-8 bytes, valid Unicode, with
+    no control characters: it names rows, trace URIs and keys, so it must be printable and
+    encodable everywhere."""
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        raise InputError("invalid_field", f"id must be a string, got {_kind(raw)}")
+    text = str(raw)
+    if not text.strip():
+        raise InputError("invalid_field", "id is empty")
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as e:
+        raise InputError(
+            "invalid_id", f"id is not valid Unicode (a lone surrogate at {e.start})"
+        ) from None
+    if size > MAX_ID_BYTES:
+        raise InputError("invalid_id", f"id is {size} bytes, the limit is {MAX_ID_BYTES}")
+    control = next((i for i, c in enumerate(text) if unicodedata.category(c) == "Cc"), None)
+    if control is not None:
+        raise InputError("invalid_id", f"id has a control character {text[control]!r} at {control}")
+
+
+def _check_unicode(d: Mapping[str, Any]) -> None:
+    """Every text of the job can be written as UTF-8 (JSON's ``"\\ud800"`` escapes decode to lone
+    surrogates, which no UTF-8 writer or coder accepts)."""
+    try:
+        json.dumps(d, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = e.object[e.start : e.end]
+        raise InputError(
+            "invalid_unicode", f"the job holds text that is not valid Unicode ({bad!r})"
+        ) from None
+    except (TypeError, ValueError, RecursionError):
+        return  # not JSON at all: the field checks say what is wrong
 
 
 def _kind(value: Any) -> str:

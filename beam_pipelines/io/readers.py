@@ -17,6 +17,7 @@ by `SelectJobs` in `resume.py`, after a join on id.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -133,7 +134,8 @@ def iter_records(file: InputFile, prompt: str | None) -> Iterator[tuple[int, str
     with FileSystems.open(file.path, compression_type=CompressionTypes.AUTO) as f:
         # Line by line (compressed files are not iterable): memory stays at one line.
         for position, line in enumerate(iter(f.readline, b""), start=1):
-            text = line.decode("utf-8", errors="replace").strip()
+            # Bytes that are not UTF-8 survive as lone surrogates (`parse_record` refuses them).
+            text = line.decode("utf-8", errors="surrogateescape").strip()
             if text:
                 yield position, text
 
@@ -163,6 +165,7 @@ def parse_record(source: str, position: int, raw: str | dict[str, Any]) -> Candi
     data: Any = raw
     try:
         if isinstance(raw, str):
+            _check_utf8(raw)
             try:
                 data = json.loads(raw)
             except (ValueError, RecursionError) as e:
@@ -171,18 +174,42 @@ def parse_record(source: str, position: int, raw: str | dict[str, Any]) -> Candi
         job = Job.from_dict(data)
     except InputError as e:
         raw_id = data.get("id") if isinstance(data, dict) else None
-        return Failure.from_error(
+        named = isinstance(raw_id, str | int) and e.error_class != "invalid_id"
+        failure = Failure.from_error(
             data if isinstance(data, dict) else raw,
             READ_STAGE,
             e,
-            id=str(raw_id) if isinstance(raw_id, str | int) else None,
+            id=str(raw_id) if named else None,
         )
+        return dataclasses.replace(failure, message=f"{where(source, position)}: {e.message}")
     return Candidate(source=source, position=position, job=job, raw=data)
 
 
-def failure_key(source: str, position: int) -> str:
-    """The join key of a failure row: unique, and never a job id (ids are non-empty text)."""
-    return f"\x00failure\x00{source}\x00{position}"
+def where(source: str, position: int) -> str:
+    """A record's place in the input, as failure messages name it."""
+    return f"line {position} of {source}"
+
+
+def _check_utf8(line: str) -> None:
+    """A line read with `surrogateescape` holds a lone surrogate for each byte that is not
+    UTF-8; the failure row keeps it (JSON writes it as a `\\udcXX` escape, byte XX)."""
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError as e:
+        byte = ord(line[e.start]) - 0xDC00
+        raise InputError(
+            "invalid_utf8", f"the line is not UTF-8 (byte 0x{byte:02x} at character {e.start})"
+        ) from None
+
+
+#: The join key of a read element: a job's id, or a failure row's `failure_key`.
+Key = str | tuple[str, str, int]
+
+
+def failure_key(source: str, position: int) -> tuple[str, str, int]:
+    """The join key of a failure row: unique per line, and never equal to a job id whatever
+    the id holds (ids are strings, this is a tuple)."""
+    return ("failure", source, position)
 
 
 class ReadRecords(beam.DoFn):
@@ -194,7 +221,7 @@ class ReadRecords(beam.DoFn):
         self._lines = Metrics.counter("annotate", "input_records")
         self._bad = Metrics.counter("annotate", "input_errors")
 
-    def process(self, files: Sequence[InputFile]) -> Iterable[tuple[str, Candidate | Failure]]:
+    def process(self, files: Sequence[InputFile]) -> Iterable[tuple[Key, Candidate | Failure]]:
         remaining = self._limit
         for file in files:
             try:

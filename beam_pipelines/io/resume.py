@@ -22,7 +22,7 @@ from apache_beam.io.fileio import EmptyMatchTreatment, MatchFiles
 from apache_beam.metrics import Metrics
 
 from beam_pipelines.agent.records import Failure, Job
-from beam_pipelines.io.readers import READ_STAGE, Candidate
+from beam_pipelines.io.readers import READ_STAGE, Candidate, Key, where
 from beam_pipelines.outputs.readers import read_answered_ids
 
 log = logging.getLogger(__name__)
@@ -46,20 +46,22 @@ class ReadAnsweredIds(beam.DoFn):
 
 
 def select_jobs(
-    job_id: str, candidates: list[Candidate | Failure], done: bool
+    elements: list[Candidate | Failure], done: bool
 ) -> tuple[Job | None, list[Failure], int]:
-    """For one key: the job to run (or None), failure rows, and how many lines are skipped.
+    """For one key's elements: the job to run (or None), failure rows, and how many lines are
+    skipped.
 
-    A failure key carries exactly one `Failure` (read errors are never skipped: they have no
-    answer to be skipped for).
+    Every element ends as exactly one of the three: a failure row passes through (a read
+    error is never skipped: it has no answer to be skipped for; under its own key it is
+    alone), and the candidates of an id are skipped when it is done, else the first is the job
+    and the others are duplicates.
     """
-    failures = [c for c in candidates if isinstance(c, Failure)]
-    if failures:
-        return None, failures, 0
+    failures = [e for e in elements if isinstance(e, Failure)]
+    candidates = [e for e in elements if isinstance(e, Candidate)]
     if done:
-        return None, [], len(candidates)
+        return None, failures, len(candidates)
     if not candidates:
-        return None, [], 0
+        return None, failures, 0
     ordered = sorted(candidates, key=lambda c: c.order)
     first = ordered[0]
     duplicates = [
@@ -67,14 +69,13 @@ def select_jobs(
             input=c.raw,
             stage=READ_STAGE,
             error_class="duplicate_id",
-            message=f"id {job_id!r} also appears at {first.source}:{first.position}, "
-            "which is the one processed",
-            id=job_id,
+            message=f"{where(c.source, c.position)}: id {first.job.id!r} also appears at "
+            f"{where(first.source, first.position)}, which is the one processed",
+            id=first.job.id,
         )
         for c in ordered[1:]
-        if isinstance(c, Candidate)
     ]
-    return first.job, duplicates, 0
+    return first.job, failures + duplicates, 0
 
 
 class SelectJobs(beam.DoFn):
@@ -84,11 +85,9 @@ class SelectJobs(beam.DoFn):
         self._skipped = Metrics.counter("annotate", "jobs_skipped_done")
         self._duplicates = Metrics.counter("annotate", "duplicate_ids")
 
-    def process(self, element: tuple[str, dict[str, Any]]) -> Iterable[Job | Failure]:
-        key, grouped = element
-        job, failures, skipped = select_jobs(
-            key, list(grouped["jobs"]), bool(list(grouped["done"]))
-        )
+    def process(self, element: tuple[Key, dict[str, Any]]) -> Iterable[Job | Failure]:
+        _, grouped = element
+        job, failures, skipped = select_jobs(list(grouped["jobs"]), bool(list(grouped["done"])))
         if skipped:
             self._skipped.inc(skipped)
         for failure in failures:

@@ -23,7 +23,7 @@ from typing import Any
 import apache_beam as beam
 
 from beam_pipelines.agent.records import Job, Trajectory
-from beam_pipelines.io.readers import Candidate
+from beam_pipelines.io.readers import Candidate, Key
 
 #: Separates a job's id from its sample number in a sample's id.
 SAMPLE_SEPARATOR = "#"
@@ -72,7 +72,7 @@ class ExpandSamples(beam.DoFn):
     def __init__(self, samples: Samples) -> None:
         self._samples = samples
 
-    def process(self, element: tuple[str, Any]) -> Iterator[tuple[str, Any]]:
+    def process(self, element: tuple[Key, Any]) -> Iterator[tuple[Key, Any]]:
         _, value = element
         if not isinstance(value, Candidate):
             yield element

@@ -6,12 +6,16 @@ import io
 import json
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from beam_pipelines.serve import TritonServer
+
+from .helpers import png
 from .runs import annotate_run, run_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -125,3 +129,72 @@ def test_every_line_ends_in_one_row_with_its_error_class(
     assert usable <= reached
     duplicate = next(f for f in failures if f["error_class"] == "duplicate_id")
     assert duplicate["input"]["question"] == "What?"  # the later line is the duplicate
+
+
+# -- one line never takes the run down, and never vanishes (issue #16) -----------------------
+
+SCRIPTED_REPO = Path(__file__).resolve().parent / "scripted_repo"
+
+
+@pytest.fixture(scope="module")
+def scripted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """A real tritonserver with the scripted `agent_vlm`: it answers every job at once."""
+    log = tmp_path_factory.mktemp("scripted") / "tritonserver.log"
+    with TritonServer(SCRIPTED_REPO, log_file=log, startup_timeout_s=120) as server:
+        yield server
+
+
+def run_lines(tmp_path: Path, url: str, lines: list[bytes]) -> tuple[list[dict], list[dict]]:
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_bytes(b"\n".join(lines) + b"\n")
+    return run_rows(annotate_run(jobs, tmp_path / "out", url))
+
+
+def image(tmp_path: Path) -> str:
+    path = tmp_path / "image.png"
+    path.write_bytes(png())
+    return str(path)
+
+
+def job(tmp_path: Path, job_id: str, **fields: object) -> bytes:
+    line = {"id": job_id, "image": image(tmp_path), "question": "What?", **fields}
+    return json.dumps(line).encode()
+
+
+def test_text_that_is_not_unicode_is_its_lines_failure_row(
+    tmp_path: Path, scripted: TritonServer
+) -> None:
+    """A lone surrogate (valid JSON) in the id, the question or an extra field, and bytes that
+    are not UTF-8, used to crash the run in a coder or a writer."""
+    lines = [
+        job(tmp_path, "fine"),
+        job(tmp_path, "\ud800"),
+        job(tmp_path, "question", question="What \udfff?"),
+        job(tmp_path, "extra", source={"note": "\ud83d"}),
+        b'{"id": "latin1", "question": "caf\xe9", "image": "x.png"}',
+    ]
+    answers, failures = run_lines(tmp_path, scripted.grpc_url, lines)
+    assert [r["id"] for r in answers] == ["fine"]
+    by_class = {f["error_class"]: f for f in failures}
+    assert sorted(by_class) == ["invalid_id", "invalid_unicode", "invalid_utf8"]
+    assert len(failures) == 4
+    invalid_id = by_class["invalid_id"]
+    assert invalid_id["input"]["id"] == "\ud800" and invalid_id["id"] is None
+    unicode_ids = {f["id"] for f in failures if f["error_class"] == "invalid_unicode"}
+    assert unicode_ids == {"question", "extra"}
+    # The whole line is kept: its bytes come back from the escapes.
+    assert by_class["invalid_utf8"]["input"].encode("utf-8", "surrogateescape") == lines[-1]
+
+
+def test_an_id_spelling_another_lines_failure_key_hides_nothing(
+    tmp_path: Path, scripted: TritonServer
+) -> None:
+    """Ten lines in, ten rows out: an id equal to the reader's old key for the failure row of
+    line 2 made the join keep only the failure."""
+    source = str(tmp_path / "jobs.jsonl")
+    lines = [job(tmp_path, f"job-{i}") for i in range(8)]
+    lines.insert(1, b"{not json")
+    lines.append(job(tmp_path, f"\x00failure\x00{source}\x002"))
+    answers, failures = run_lines(tmp_path, scripted.grpc_url, lines)
+    assert len(answers) + len(failures) == len(lines) == 10
+    assert sorted(f["error_class"] for f in failures) == ["invalid_id", "invalid_json"]

@@ -96,4 +96,4 @@ def test_bad_records_become_failures_that_keep_the_input(raw: str, error_class: 
 
 def test_failure_keys_never_collide_with_ids() -> None:
     assert failure_key("f", 1) != failure_key("f", 2) != failure_key("g", 1)
-    assert failure_key("f", 1).startswith("\x00")
+    assert not isinstance(failure_key("f", 1), str)  # ids are strings
