@@ -1,7 +1,7 @@
 """`python -m beam_pipelines demo` (and `regenerate-demo`, `eval-demo`): the pipelines end to
 end on a synthetic corpus.
 
-Writes about a hundred "zoom to read" jobs (`tiny_agent.task.write_corpus`: large images with
+Writes about a hundred "zoom to read" jobs (`synthetic.write_corpus`: large images with
 small markers whose characters can only be read in a crop; some ask for the codeword the
 character stands for, which the offline `text_search`'s codebook names), runs `annotate` on
 them with the embedded tiny model and its two tools (`code`, `text_search` with one result per
@@ -40,7 +40,7 @@ def ensure_corpus(folder: Path, n: int, seed: int, search_fraction: float = 0.0)
     wanted = f"{n} {seed} {search_fraction}"
     if jobs.exists() and marker.exists() and marker.read_text() == wanted:
         return jobs
-    from tiny_agent.task import write_corpus
+    from beam_pipelines.synthetic import write_corpus
 
     print(f"writing {n} synthetic jobs to {folder}", flush=True)
     shutil.rmtree(folder, ignore_errors=True)

@@ -37,6 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from beam_pipelines import synthetic
 from beam_pipelines.agent import loop
 from beam_pipelines.agent.images import encode_png, load_image, sha256_hex
 from beam_pipelines.agent.protocols import attached_images
@@ -49,7 +50,6 @@ from beam_pipelines.agent.records import (
     parse_choice,
 )
 from beam_pipelines.io.files import read_bytes
-from tiny_agent import task
 
 #: Tools whose calls are deterministic given the image and arguments, so replay is meaningful.
 REPLAYABLE_TOOLS = ("code", "image_zoom_in_tool")
@@ -400,7 +400,7 @@ class ImageReasoningConsistency(TrajectoryFilter):
         return None
 
 
-MARKER_COLOURS, MARKER_SHAPES = task.COLOURS, task.SHAPES
+MARKER_COLOURS, MARKER_SHAPES = synthetic.COLOURS, synthetic.SHAPES
 _NAMED_MARKER = re.compile(
     rf"\b({'|'.join(MARKER_COLOURS)})\s+({'|'.join(MARKER_SHAPES)}|marker)\b", re.IGNORECASE
 )
@@ -408,7 +408,7 @@ _READ_CHARACTER = re.compile(r"\b(?:holds|reads|shows|contains)\s+(?:an?\s+)?\"?
 
 
 class MarkerJudge(ImageJudge):
-    """The heuristic judge of the synthetic "zoom to read" task (`tiny_agent/task.py`).
+    """The heuristic judge of the synthetic "zoom to read" task (`beam_pipelines/synthetic.py`).
 
     The reasoning after a crop names a marker ("The zoomed yellow square holds X."). The crop
     must show it: at least `min_fraction` of its pixels within `tolerance` (RGB distance) of

@@ -3,12 +3,13 @@
 A random-initialised tiny Qwen3-VL-MoE checkpoint (written on the spot by the serving code's
 `random_checkpoint`, as the GPU machine has no model hub) is served by the real `tritonserver`
 with the `hf` engine (`configs/hf.pbtxt`, bf16, `KIND_GPU`) or the `trtllm` engine
-(`configs/skywork_r1v4_trtllm.pbtxt`). Synthetic jobs (`tiny_agent.task.write_corpus`) are driven
-by the project's own agent loop (`beam_pipelines.agent.loop`: system prompt, the job image's
-model view, then one turn after another until the job ends) over Triton's HTTP endpoint, with
-`--concurrency` jobs in flight. A random model never writes a valid action, so every job runs
-its turns until the format-error or turn cap: several requests per job with a growing prompt,
-which is the shape of real agent traffic (and what KV-cache prefix reuse is for).
+(`configs/skywork_r1v4_trtllm.pbtxt`). Synthetic jobs (`beam_pipelines.synthetic.write_corpus`)
+are driven by the project's own agent loop (`beam_pipelines.agent.loop`: system prompt, the job
+image's model view, then one turn after another until the job ends) over Triton's HTTP
+endpoint, with `--concurrency` jobs in flight. A random model never writes a valid action, so
+every job runs its turns until the format-error or turn cap: several requests per job with a
+growing prompt, which is the shape of real agent traffic (and what KV-cache prefix reuse is
+for).
 
 It writes a JSON result and prints one summary line: output tokens/s, jobs/s, requests/s.
 
@@ -133,7 +134,7 @@ def prepare_jobs(work: Path, n: int, seed: int) -> list[tuple[Any, Any, Any]]:
     """Write `n` synthetic jobs; return (job, original ImageRef, view ImageRef) for each."""
     from beam_pipelines.agent.images import encode_png, load_image, model_view, sha256_hex
     from beam_pipelines.agent.records import ImageRef, Job
-    from tiny_agent.task import write_corpus
+    from beam_pipelines.synthetic import write_corpus
 
     jobs_path = write_corpus(work / "corpus", n, seed)
     views = work / "views"

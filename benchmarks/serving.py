@@ -67,10 +67,10 @@ def build_requests(
     count: int, seed: int, view_pixels: int, max_tokens: int
 ) -> list[list[dict[str, Any]]]:
     """First-turn requests (chat messages) for `count` synthetic jobs; sampling is shared."""
+    from beam_pipelines import synthetic
     from beam_pipelines.agent.images import model_view
     from beam_pipelines.agent.protocols import get_protocol
     from beam_pipelines.agent.records import Job
-    from tiny_agent import task
     from tools.registry import tool_specs
 
     protocol = get_protocol("r1v4")
@@ -78,10 +78,10 @@ def build_requests(
     rng = random.Random(seed)
     requests = []
     for index in range(count):
-        scene = task.make_scene(rng)
-        question = task.make_question(rng, scene, task.question_kind(rng, 0.7))
+        scene = synthetic.make_scene(rng)
+        question = synthetic.make_question(rng, scene, synthetic.question_kind(rng, 0.7))
         job = Job(id=f"bench-{index}", image="", question=question.text, options=question.options)
-        view = model_view(task.render(scene), view_pixels)
+        view = model_view(synthetic.render(scene), view_pixels)
         buffer = io.BytesIO()
         view.save(buffer, format="PNG")
         url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()

@@ -22,7 +22,7 @@ from pathlib import Path
 from beam_pipelines import annotate
 from beam_pipelines.outputs.readers import read_answers
 from beam_pipelines.serve import TritonServer
-from tiny_agent.task import write_corpus
+from beam_pipelines.synthetic import write_corpus
 
 RESULTS = Path(__file__).parent / "results" / "tiny_accuracy.json"
 MODES = {"tools": "code,text_search", "code_only": "code", "no_tools": ""}

@@ -38,10 +38,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from beam_pipelines import synthetic
 from beam_pipelines.agent.images import model_view
 from beam_pipelines.agent.protocols import get_protocol
 from beam_pipelines.agent.records import ImageRef, Job, Observation
-from tiny_agent import task
 from tools.base import ToolContext
 from tools.registry import tool_specs
 from tools.search.corpus import CorpusSpec, build_corpus, open_corpus
@@ -80,18 +80,18 @@ def crop_code(fx: str, fy: str) -> str:
 
 def fraction(value: int) -> str:
     """A full-resolution coordinate as the two-decimal fraction the model writes."""
-    return f"{value / task.IMAGE_SIDE:.2f}"
+    return f"{value / synthetic.IMAGE_SIDE:.2f}"
 
 
 def from_fraction(text: str) -> int:
-    return round(float(text) * task.IMAGE_SIDE)
+    return round(float(text) * synthetic.IMAGE_SIDE)
 
 
 @dataclass(frozen=True)
 class Example:
     """One reference trajectory: its question, tool mode, and the images it refers to."""
 
-    question: task.Question
+    question: synthetic.Question
     tools: tuple[str, ...]  # NO_TOOLS, CODE or SEARCH
     view: int  # index into the views array
     crop: int  # index into the crops array, -1 when none
@@ -106,7 +106,7 @@ def search_query(char: str) -> str:
     return f"codebook symbol {char}"
 
 
-def _assistant(question: task.Question, tools_on: bool) -> list[str]:
+def _assistant(question: synthetic.Question, tools_on: bool) -> list[str]:
     """The assistant turns of the reference trajectory for a question."""
     marker = question.target
     assert marker is not None
@@ -122,7 +122,7 @@ def _assistant(question: task.Question, tools_on: bool) -> list[str]:
             f"<think>The {marker.colour} marker is a {marker.shape}.</think>"
             f"<answer>{marker.shape}</answer>"
         ]
-    answer = question.options[task.LETTERS.index(question.answer)]
+    answer = question.options[synthetic.LETTERS.index(question.answer)]
     if not tools_on:
         return [
             f"<think>Without zooming, the {name} seems to hold {marker.char}.</think>"
@@ -153,7 +153,7 @@ def _image_part() -> dict:
 
 
 def conversation(
-    question: task.Question, tools: tuple[str, ...], search_result: str = ""
+    question: synthetic.Question, tools: tuple[str, ...], search_result: str = ""
 ) -> list[dict]:
     """The r1v4 messages of one reference trajectory (image parts are placeholders).
 
@@ -196,17 +196,17 @@ def _jpeg_roundtrip(image: Image.Image) -> Image.Image:
         return decoded.convert("RGB")
 
 
-def _global_targets(scene: task.Scene) -> np.ndarray:
+def _global_targets(scene: synthetic.Scene) -> np.ndarray:
     """Per view cell: colour id, shape id (0 = no marker centred there), x and y offset."""
     targets = np.zeros((64, 4), dtype=np.float32)
-    scale = 128 / task.IMAGE_SIDE
-    colours = sorted(task.COLOURS)
+    scale = 128 / synthetic.IMAGE_SIDE
+    colours = sorted(synthetic.COLOURS)
     for marker in scene.markers:
         vx, vy = marker.x * scale, marker.y * scale
         cell = int(vy // CELL) * 8 + int(vx // CELL)
         targets[cell] = (
             1 + colours.index(marker.colour),
-            1 + task.SHAPES.index(marker.shape),
+            1 + synthetic.SHAPES.index(marker.shape),
             (vx % CELL) / CELL,
             (vy % CELL) / CELL,
         )
@@ -219,7 +219,9 @@ def _tools(rng: random.Random, kind: str) -> tuple[str, ...]:
     return SEARCH if kind == "search" or rng.random() < 0.5 else CODE
 
 
-def _crop(rng: random.Random, full: Image.Image, marker: task.Marker) -> tuple[np.ndarray, tuple]:
+def _crop(
+    rng: random.Random, full: Image.Image, marker: synthetic.Marker
+) -> tuple[np.ndarray, tuple]:
     """The jittered crop the model's code would make, and its glyph cell and tags."""
     cx = from_fraction(fraction(marker.x)) + rng.randint(-JITTER, JITTER)
     cy = from_fraction(fraction(marker.y)) + rng.randint(-JITTER, JITTER)
@@ -230,9 +232,9 @@ def _crop(rng: random.Random, full: Image.Image, marker: task.Marker) -> tuple[n
     cell = int(np.clip(gy // CELL, 0, 7)) * 8 + int(np.clip(gx // CELL, 0, 7))
     tags = (
         cell,
-        1 + task.CHARACTERS.index(marker.char),
-        1 + sorted(task.COLOURS).index(marker.colour),
-        1 + task.SHAPES.index(marker.shape),
+        1 + synthetic.CHARACTERS.index(marker.char),
+        1 + sorted(synthetic.COLOURS).index(marker.colour),
+        1 + synthetic.SHAPES.index(marker.shape),
     )
     return np.asarray(crop, dtype=np.uint8), tags
 
@@ -240,14 +242,16 @@ def _crop(rng: random.Random, full: Image.Image, marker: task.Marker) -> tuple[n
 def build_image(seed: int) -> dict:
     """Render one scene and every example it yields (run in worker processes)."""
     rng = random.Random(seed)
-    scene = task.make_scene(rng)
-    full = _jpeg_roundtrip(task.render(scene))
+    scene = synthetic.make_scene(rng)
+    full = _jpeg_roundtrip(synthetic.render(scene))
     view = np.asarray(model_view(full, VIEW_PIXELS), dtype=np.uint8)
     zoom_markers = rng.sample(scene.markers, min(3, len(scene.markers)))
-    questions = [(task.ask_character(rng, marker, "zoom"), -1) for marker in zoom_markers]
+    questions = [(synthetic.ask_character(rng, marker, "zoom"), -1) for marker in zoom_markers]
     book = rng.randint(1, TRAIN_CODEBOOKS)
-    questions.append((task.ask_character(rng, rng.choice(scene.markers), "search", book), book))
-    questions += [(task.make_question(rng, scene, kind), -1) for kind in ("shape", "colour")]
+    questions.append(
+        (synthetic.ask_character(rng, rng.choice(scene.markers), "search", book), book)
+    )
+    questions += [(synthetic.make_question(rng, scene, kind), -1) for kind in ("shape", "colour")]
     crops, crop_chars, examples = [], [], []
     for question, codebook_seed in questions:
         tools = _tools(rng, question.kind)

@@ -38,10 +38,10 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from beam_pipelines import synthetic
 from beam_pipelines.agent.images import model_view
 from beam_pipelines.agent.protocols import ParsedTurn, get_protocol
 from beam_pipelines.agent.records import ImageRef, Observation, parse_choice
-from tiny_agent import task
 from tiny_agent.chat import SPECIAL_TOKENS, ChatProcessor, train_tokenizer
 from tiny_agent.data import (
     CELL,
@@ -82,7 +82,7 @@ def _texts(conversations: list[list[dict]]):
                 yield from (part["text"] for part in content if part.get("type") == "text")
     yield from (f"{role}\n" for role in ("system", "user", "assistant"))
     # Every word the model names is one token, spaced and not, however few examples there are.
-    words = [*sorted(task.COLOURS), *task.SHAPES, *task.CHARACTERS, *CODEWORDS]
+    words = [*sorted(synthetic.COLOURS), *synthetic.SHAPES, *synthetic.CHARACTERS, *CODEWORDS]
     yield from (f"<answer>{word}</answer> {word}" for word in words)
 
 
@@ -128,14 +128,14 @@ class PointerVocabulary:
             (token,) = processor.encode_text(text)
             return token
 
-        words = {"colour": sorted(task.COLOURS), "shape": list(task.SHAPES)}
+        words = {"colour": sorted(synthetic.COLOURS), "shape": list(synthetic.SHAPES)}
         self.attributes = {one(f" {w}") for group in words.values() for w in group}
         self.colours = {one(f" {w}") for w in words["colour"]}
-        self.chars = {one(f" {c}") for c in task.CHARACTERS}
+        self.chars = {one(f" {c}") for c in synthetic.CHARACTERS}
         self.codewords = {one(f" {w}") for w in CODEWORDS}
         self.spaced = {
             one(w): one(f" {w}")
-            for w in [*words["colour"], *words["shape"], *task.CHARACTERS, *CODEWORDS]
+            for w in [*words["colour"], *words["shape"], *synthetic.CHARACTERS, *CODEWORDS]
         }
         self.digits = {one(str(d)) for d in range(10)}
         self.zero, self.dot, self.options = one("0"), one("."), one("Options")
@@ -168,7 +168,7 @@ def pointer_sources(
     images = [i for i, token in enumerate(ids) if token == vocab.image]
     view, crop = images[0], (images[64] if len(images) > 64 else None)
     marker = example.question.target
-    scale = 128 / task.IMAGE_SIDE
+    scale = 128 / synthetic.IMAGE_SIDE
     cell = int(marker.y * scale // CELL) * 8 + int(marker.x * scale // CELL)
     question_end = ids.index(vocab.options, view)
     question = {token: i for i, token in reversed(list(enumerate(ids[:question_end])))}
@@ -272,9 +272,9 @@ def tag_words(processor: ChatProcessor) -> dict[str, list[int]]:
         return [e[0] for e in encoded]
 
     return {
-        "colour": ids(sorted(task.COLOURS)),
-        "shape": ids(list(task.SHAPES)),
-        "char": ids(list(task.CHARACTERS)),
+        "colour": ids(sorted(synthetic.COLOURS)),
+        "shape": ids(list(synthetic.SHAPES)),
+        "char": ids(list(synthetic.CHARACTERS)),
     }
 
 
@@ -442,9 +442,9 @@ def evaluate(runtime: TinyRuntime, n: int, seed: int, search: TextSearchTool) ->
     stop = SamplingSettings(max_tokens=160, stop=("</tool_call>", "</answer>"))
     chats = []
     for _ in range(n):
-        scene = task.make_scene(rng)
-        full = task.render(scene)
-        question = task.make_question(rng, scene, task.question_kind(rng, 0.45, 0.25))
+        scene = synthetic.make_scene(rng)
+        full = synthetic.render(scene)
+        question = synthetic.make_question(rng, scene, synthetic.question_kind(rng, 0.45, 0.25))
         if rng.random() < 0.25:
             tools = NO_TOOLS
         else:
@@ -508,9 +508,9 @@ def main(argv: list[str] | None = None) -> None:
     config = TinyVLMConfig(
         vocab_size=processor.tokenizer.get_vocab_size(),
         image_token_id=processor.image_id,
-        aux_chars=1 + len(task.CHARACTERS),
-        aux_colours=1 + len(task.COLOURS),
-        aux_shapes=1 + len(task.SHAPES),
+        aux_chars=1 + len(synthetic.CHARACTERS),
+        aux_colours=1 + len(synthetic.COLOURS),
+        aux_shapes=1 + len(synthetic.SHAPES),
         tag_words=tag_words(processor),
     )
     assert processor.tokenizer.token_to_id(SPECIAL_TOKENS[0]) == config.image_token_id

@@ -47,7 +47,7 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small synthetic corpus (`tiny_agent.task`): the JSONL path; images beside it."""
-    from tiny_agent.task import write_corpus
+    """A small synthetic corpus (`beam_pipelines.synthetic`): the JSONL path; images beside it."""
+    from beam_pipelines.synthetic import write_corpus
 
     return write_corpus(tmp_path_factory.mktemp("corpus"), 16, seed=7)

@@ -202,7 +202,7 @@ def test_replay_matches_recorded_crops_and_catches_a_changed_one(tmp_path: Path)
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory: pytest.TempPathFactory):
     """A rendered synthetic scene with a yellow square holding F, and crops of it."""
-    from tiny_agent.task import Marker, Scene, render
+    from beam_pipelines.synthetic import Marker, Scene, render
 
     target = Marker("yellow", "square", "F", 500, 500, 150)
     other = Marker("blue", "circle", "K", 1500, 1500, 150)

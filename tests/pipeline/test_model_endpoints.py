@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_the_openai_path_answers_as_the_triton_path_does(
     tmp_path: Path, triton: TritonServer, gateway: Callable[..., str]
 ) -> None:
-    from tiny_agent.task import write_corpus
+    from beam_pipelines.synthetic import write_corpus
 
     jobs = write_corpus(tmp_path / "corpus", 6, seed=11, search_fraction=0.3)
     openai_url = gateway(f"triton:{triton.grpc_url}")

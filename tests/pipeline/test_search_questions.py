@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tiny_agent.task import write_corpus
+from beam_pipelines.synthetic import write_corpus
 from tools.search.corpus import CorpusSpec, build_corpus
 
 from .runs import annotate_run, run_rows, trace

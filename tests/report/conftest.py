@@ -51,7 +51,7 @@ def pipeline_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not url and not any(TINY_WEIGHTS.glob("*.safetensors")):
         pytest.skip(f"needs the tiny model's weights in {TINY_WEIGHTS}: make train-tiny")
     from beam_pipelines import annotate
-    from tiny_agent.task import write_corpus
+    from beam_pipelines.synthetic import write_corpus
 
     base = tmp_path_factory.mktemp("pipeline")
     jobs = write_corpus(base / "corpus", 4, seed=11)

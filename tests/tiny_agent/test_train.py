@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from tiny_agent import task
+from beam_pipelines import synthetic
 from tiny_agent.chat import ChatProcessor
 from tiny_agent.data import CELL, NO_TOOLS, build_dataset
 from tiny_agent.model import TinyVLM, TinyVLMConfig
@@ -50,10 +50,13 @@ def _routes(processor, dataset, example):
 def test_zoom_trajectory_routes_each_copied_token(processor, dataset):
     example = next(e for e in dataset.examples if e.question.kind == "zoom" and e.tools)
     marker = example.question.target
-    scale = 128 / task.IMAGE_SIDE
+    scale = 128 / synthetic.IMAGE_SIDE
     cell = int(marker.y * scale // CELL) * 8 + int(marker.x * scale // CELL)
     glyph = int(dataset.crop_chars[example.crop][0])
-    x, y = f"{marker.x / task.IMAGE_SIDE:.2f}"[2:], f"{marker.y / task.IMAGE_SIDE:.2f}"[2:]
+    x, y = (
+        f"{marker.x / synthetic.IMAGE_SIDE:.2f}"[2:],
+        f"{marker.y / synthetic.IMAGE_SIDE:.2f}"[2:],
+    )
     colour = (f" {marker.colour}", ("text", f" {marker.colour}"), 0, 1)
     assert _routes(processor, dataset, example) == [
         (f" {marker.colour}", ("text", f" {marker.colour}"), 0, 2),

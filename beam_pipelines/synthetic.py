@@ -14,7 +14,10 @@ of questions are mixed:
   answerable from the global view, so the model learns when a tool is not needed.
 
 Everything is deterministic from a seed. `write_corpus` writes job JSONL (docs/formats.md)
-plus JPEG images; the demo, tests and benchmarks all use it.
+plus JPEG images; the demo, tests and benchmarks all use it. The marker judge
+(`beam_pipelines.filters`) reads its colours and shapes as ground truth, and the tiny model's
+training data (`tiny_agent.data`) is drawn from its scenes and questions, so it lives here,
+where both can import it (`tiny_agent` imports `beam_pipelines`, never the reverse).
 """
 
 from __future__ import annotations
