@@ -43,6 +43,7 @@ from beam_pipelines.agent.records import (
     Trajectory,
 )
 from beam_pipelines.io.files import read_bytes
+from beam_pipelines.io.image_uris import PUBLIC_IMAGES
 from beam_pipelines.model_client.channel import chat_for
 from beam_pipelines.transforms.backlog import Backlog
 from beam_pipelines.transforms.generate import running, windowed
@@ -90,7 +91,7 @@ class ToolRuntime:
             if data is not None:
                 self._originals.move_to_end(uri)
                 return data
-        data = read_bytes(uri)
+        data = PUBLIC_IMAGES.read(uri)
         with self._lock:
             if uri not in self._originals:
                 self._originals[uri] = data

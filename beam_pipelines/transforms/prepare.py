@@ -1,10 +1,12 @@
 """`PrepareImages`: each job's image is read once, validated, and its model view stored.
 
-The job image is read from its URI, decoded with the agent core's safe loader (so corrupt,
-truncated, empty, oversized and unsupported images become failure rows with the loader's
-error class), and its model view is stored content-addressed. The element that leaves is a
+The job image is read from its URI (`io.image_uris`: files and object stores, public http(s)
+URLs through the web fetcher's guard; any other scheme is an `unsupported_uri` failure row),
+decoded with the agent core's safe loader (so corrupt, truncated, empty, oversized and
+unsupported images become failure rows with the loader's error class), and its model view is
+stored content-addressed. The element that leaves is a
 started `Trajectory`: references and small text, never pixels. The original stays where it
-is (its URI and hash are in the trajectory); tools read it from there.
+is (its URI and hash are in the trajectory); tools read it from there, the same way.
 """
 
 from __future__ import annotations
@@ -15,41 +17,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.io.filesystem import BeamIOError
 from apache_beam.metrics import Metrics
 
 from beam_pipelines.agent import loop
 from beam_pipelines.agent.images import ImageError, load_image, sha256_hex
 from beam_pipelines.agent.records import FailedJob, Failure, ImageRef, Job, ToolSpec, Trajectory
-from beam_pipelines.io.files import read_bytes
+from beam_pipelines.io.image_uris import PUBLIC_IMAGES, ImageReadError, ImageSource
 from beam_pipelines.transforms.backlog import Backlog
 from beam_pipelines.transforms.generate import windowed
 from beam_pipelines.transforms.images import ImageStore
 
 PREPARE_STAGE = "prepare"
-
-
-class ImageReadError(OSError):
-    """The job's image could not be read (missing file, no permission, storage error)."""
-
-    error_class = "image_unreadable"
-
-
-class ImageMissingError(ImageReadError):
-    error_class = "image_missing"
-
-
-def read_image(uri: str) -> bytes:
-    """The bytes at `uri`, with a failure-row error class when they cannot be read."""
-    try:
-        return read_bytes(uri)
-    except FileNotFoundError as e:
-        raise ImageMissingError(f"no such image: {uri}") from e
-    except (BeamIOError, OSError) as e:
-        text = str(e)
-        if "No such file" in text or "Not found" in text or "404" in text:
-            raise ImageMissingError(f"no such image: {uri}") from e
-        raise ImageReadError(f"cannot read {uri}: {text[:300]}") from e
 
 
 def start_trajectory(
@@ -60,12 +38,14 @@ def start_trajectory(
     model: str,
     sampling: dict[str, Any],
     max_turns: int,
+    *,
+    source: ImageSource = PUBLIC_IMAGES,
 ) -> Trajectory:
     """Read and validate the job image, store its view, and start the job's trajectory.
 
     Raises `ImageError` or `ImageReadError` (each with an `error_class`) for unusable images.
     """
-    data = read_image(job.image)
+    data = source.read(job.image)
     image = load_image(data)
     original = ImageRef(
         uri=job.image, sha256=sha256_hex(data), width=image.width, height=image.height

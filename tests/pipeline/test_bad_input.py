@@ -161,6 +161,31 @@ def job(tmp_path: Path, job_id: str, **fields: object) -> bytes:
     return json.dumps(line).encode()
 
 
+def test_an_image_uri_nothing_reads_is_its_lines_failure_row(
+    tmp_path: Path, scripted: TritonServer
+) -> None:
+    """An ftp:// image used to raise out of PrepareImages and take the whole run down."""
+    lines = [
+        job(tmp_path, "fine"),
+        job(tmp_path, "ftp", image="ftp://example.com/a.png"),
+        job(tmp_path, "gopher", image="gopher://example.com/a.png"),
+        job(tmp_path, "data", image="data:image/png;base64,iVBORw0KGgo="),
+        job(tmp_path, "loopback", image="http://127.0.0.1:9/a.png"),
+        job(tmp_path, "metadata", image="http://169.254.169.254/latest/meta-data"),
+    ]
+    answers, failures = run_lines(tmp_path, scripted.grpc_url, lines)
+    assert [r["id"] for r in answers] == ["fine"]
+    classes = {f["id"]: f["error_class"] for f in failures}
+    assert classes == {
+        "ftp": "unsupported_uri",
+        "gopher": "unsupported_uri",
+        "data": "unsupported_uri",
+        "loopback": "image_blocked",
+        "metadata": "image_blocked",
+    }
+    assert all(f["stage"] == "prepare" and f["input"]["image"] for f in failures)
+
+
 def test_text_that_is_not_unicode_is_its_lines_failure_row(
     tmp_path: Path, scripted: TritonServer
 ) -> None:

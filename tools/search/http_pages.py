@@ -1,6 +1,7 @@
 """``web_visit`` over HTTP, safely: the page text of a public web URL, bounded in every way.
 
-``HttpPages.fetch(url)``:
+``HttpPages.fetch(url)`` (steps 1-3 and 5 are ``GuardedHttp``'s, which the pipeline's job
+images at http(s) URLs go through as well):
 
 1. checks and resolves the URL with ``NetworkPolicy`` (``tools.search.netguard``): only public
    addresses, unless the host is explicitly allowed;
@@ -26,7 +27,8 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
 
@@ -55,10 +57,27 @@ class _Cut(Exception):
     """Internal: the fetch ran out of time."""
 
 
-class HttpPages:
-    """``PageProvider`` that fetches public web pages (see the module docstring)."""
+@dataclass(frozen=True)
+class Fetched:
+    """A body fetched by `GuardedHttp` (content encodings undone): from where (after
+    redirects), its type, and whether it was cut at `max_bytes` (`declared` is the server's
+    Content-Length, when it gave one)."""
 
-    name = "http"
+    url: str
+    media_type: str
+    charset: str | None
+    body: bytes
+    truncated: bool
+    declared: str = ""
+
+
+class GuardedHttp:
+    """GET of a public URL, bounded in every way (steps 1, 2, 3 and 5 of the module docstring).
+
+    `get(url, accept)` calls `accept(url, media_type)` before any of the body is read, so a
+    caller refuses what it cannot use without downloading it. `HttpPages` reads pages with it;
+    the pipeline reads job images at http(s) URLs with it (`beam_pipelines.io.image_uris`).
+    """
 
     def __init__(
         self,
@@ -71,6 +90,7 @@ class HttpPages:
         retry: RetryPolicy | None = None,
         resolver: Resolver | None = None,
         transport: httpx.BaseTransport | None = None,
+        accept: str = "*/*",
     ) -> None:
         if max_bytes < 1 or timeout_s <= 0 or max_redirects < 0:
             raise ValueError("max_bytes >= 1, timeout_s > 0, max_redirects >= 0")
@@ -80,6 +100,7 @@ class HttpPages:
         self.connect_timeout_s = connect_timeout_s
         self.max_redirects = max_redirects
         self.retry = retry or RetryPolicy(max_attempts=2, initial_s=0.5, max_s=2.0)
+        self.accept = accept
         self._transport = transport
         self._client: httpx.Client | None = None
 
@@ -95,37 +116,40 @@ class HttpPages:
                 limits=httpx.Limits(max_keepalive_connections=0),
                 headers={
                     "User-Agent": USER_AGENT,
-                    "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.1",
+                    "Accept": self.accept,
                     "Accept-Encoding": "identity",
                 },
             )
         return self._client
 
-    def fetch(self, url: str) -> WebPage:
+    def get(self, url: str, accept: Callable[[str, str], None]) -> Fetched:
+        """The body at `url`; `ProviderError` (`BlockedURLError` when refused) otherwise."""
         deadline = time.monotonic() + self.timeout_s
         attempt = 0
         while True:
             attempt += 1
             try:
-                return self._follow(url, deadline)
+                return self._follow(url, deadline, accept)
             except _Retryable as error:
                 wait = retry_delay(self.retry, attempt, error.status)
                 if wait is None or time.monotonic() + wait >= deadline:
                     raise ProviderError(str(error)) from error
                 time.sleep(wait)
 
-    def _follow(self, url: str, deadline: float) -> WebPage:
+    def _follow(self, url: str, deadline: float, accept: Callable[[str, str], None]) -> Fetched:
         current = url
         for _ in range(self.max_redirects + 1):
             target = self.policy.resolve(current)
-            location, page = self._get(target, deadline)
-            if page is not None:
-                return page
+            location, fetched = self._get(target, deadline, accept)
+            if fetched is not None:
+                return fetched
             current = urljoin(current, location)
         raise ProviderError(f"{url} redirected more than {self.max_redirects} times.")
 
-    def _get(self, target: Target, deadline: float) -> tuple[str, WebPage | None]:
-        """One request: ``(redirect location, None)`` or ``("", page)``."""
+    def _get(
+        self, target: Target, deadline: float, accept: Callable[[str, str], None]
+    ) -> tuple[str, Fetched | None]:
+        """One request: ``(redirect location, None)`` or ``("", fetched)``."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ProviderError(f"{target.url} took longer than {self.timeout_s:g} s.")
@@ -149,13 +173,17 @@ class HttpPages:
                 f"{target.url} could not be reached ({type(error).__name__}).", None
             ) from error
         try:
-            return self._read(target, response, deadline)
+            return self._read(target, response, deadline, accept)
         finally:
             response.close()
 
     def _read(
-        self, target: Target, response: httpx.Response, deadline: float
-    ) -> tuple[str, WebPage | None]:
+        self,
+        target: Target,
+        response: httpx.Response,
+        deadline: float,
+        accept: Callable[[str, str], None],
+    ) -> tuple[str, Fetched | None]:
         status = response.status_code
         if status in REDIRECTS:
             location = response.headers.get("location")
@@ -165,13 +193,9 @@ class HttpPages:
         if status >= 400:
             raise _Retryable(f"{target.url} answered HTTP {status}.", status)
         if status != 200:
-            raise ProviderError(f"{target.url} answered HTTP {status} without a page.")
+            raise ProviderError(f"{target.url} answered HTTP {status} without a body.")
         media_type, charset = _content_type(response.headers.get("content-type", ""))
-        if media_type and media_type not in TEXT_LIKE:
-            raise ProviderError(
-                f"{target.url} is not a text page (its content type is {media_type}); only "
-                "web pages and text can be read."
-            )
+        accept(target.url, media_type)
         declared = response.headers.get("content-length", "")
         encodings = _encodings(response.headers.get_list("content-encoding"))
         unknown = [e for e in encodings if e not in _DECODERS]
@@ -185,16 +209,7 @@ class HttpPages:
             if layer_cut is None:
                 raise ProviderError(f"{target.url} sent a damaged {encoding} body.")
             cut = cut or layer_cut
-        if _looks_binary(body[:SNIFF_BYTES]):
-            raise ProviderError(f"{target.url} holds binary data, not a text page.")
-        text = _decode(body, charset)
-        if not media_type:
-            media_type = "text/html" if text.lstrip()[:1] == "<" else "text/plain"
-        title, content = content_text(text, media_type, target.url)
-        if cut:
-            size = f"{declared} bytes" if declared.isdigit() else "more"
-            content += f"\n[... page cut: only the first {self.max_bytes} bytes of {size} read]"
-        return "", WebPage(url=target.url, title=title, text=content, truncated=cut)
+        return "", Fetched(target.url, media_type, charset, body, cut, declared)
 
     def _body(
         self, target: Target, response: httpx.Response, deadline: float
@@ -211,15 +226,51 @@ class HttpPages:
                     raise _Cut
         except _Cut:
             raise ProviderError(
-                f"{target.url} was too slow: the page did not arrive within {self.timeout_s:g} s."
+                f"{target.url} was too slow: it did not arrive within {self.timeout_s:g} s."
             ) from None
         except httpx.TimeoutException as error:
-            raise _Retryable(f"{target.url} stopped sending the page.", None) from error
+            raise _Retryable(f"{target.url} stopped sending.", None) from error
         except httpx.HTTPError as error:
             raise _Retryable(
-                f"{target.url} broke off while sending the page ({type(error).__name__}).", None
+                f"{target.url} broke off while sending ({type(error).__name__}).", None
             ) from error
         return b"".join(chunks), False
+
+
+class HttpPages:
+    """``PageProvider`` that fetches public web pages (see the module docstring)."""
+
+    name = "http"
+
+    def __init__(self, **settings: Any) -> None:
+        """`GuardedHttp`'s settings (`allow_hosts`, `max_bytes`, `timeout_s`, ...)."""
+        self.http = GuardedHttp(
+            accept="text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.1", **settings
+        )
+
+    def fetch(self, url: str) -> WebPage:
+        fetched = self.http.get(url, _accept_text)
+        body = fetched.body
+        if _looks_binary(body[:SNIFF_BYTES]):
+            raise ProviderError(f"{fetched.url} holds binary data, not a text page.")
+        text = _decode(body, fetched.charset)
+        media_type = fetched.media_type
+        if not media_type:
+            media_type = "text/html" if text.lstrip()[:1] == "<" else "text/plain"
+        title, content = content_text(text, media_type, fetched.url)
+        if fetched.truncated:
+            size = f"{fetched.declared} bytes" if fetched.declared.isdigit() else "more"
+            limit = self.http.max_bytes
+            content += f"\n[... page cut: only the first {limit} bytes of {size} read]"
+        return WebPage(url=fetched.url, title=title, text=content, truncated=fetched.truncated)
+
+
+def _accept_text(url: str, media_type: str) -> None:
+    if media_type and media_type not in TEXT_LIKE:
+        raise ProviderError(
+            f"{url} is not a text page (its content type is {media_type}); only "
+            "web pages and text can be read."
+        )
 
 
 #: zlib window bits per encoding (gzip header; zlib wrapper, with a raw fallback for deflate).
