@@ -4,14 +4,20 @@
 # command that the schedulers run.
 #
 #   PROJECT=my-proj REGION=us-central1 INPUT='gs://b/inputs/*.jsonl' OUTPUT=gs://b-out/annotate \
-#     TRITON_URL=10.20.0.50:8001 IMAGE=us-central1-docker.pkg.dev/my-proj/agent-vlm/dataflow:abc \
-#     infra/dataflow/launch.sh [extra --parameters, e.g. max_turns=12]
+#     ENDPOINT=triton:10.20.0.50:8001 IMAGE=us-central1-docker.pkg.dev/my-proj/agent-vlm/dataflow:abc \
+#     infra/dataflow/launch.sh [extra parameters, e.g. max_turns=12 max_pixels=1003520]
+#
+# ENDPOINT is the model server (triton:HOST:PORT, or openai:https://HOST/v1 with model_name and
+# max_pixels); TRITON_URL=HOST:PORT is the same as ENDPOINT=triton:HOST:PORT. Every parameter
+# is one that infra/dataflow/metadata.json declares. The launch submits the job and returns;
+# once it ends, `python -m beam_pipelines status --output "$OUTPUT" RUN_ID` counts its outputs.
 #
 # Sizing (see docs/deployment.md): MACHINE_TYPE n2-standard-8 with MAX_WORKERS such that
 # workers x processes x max_in_flight stays near what the Triton replicas batch.
 set -euo pipefail
 
-: "${PROJECT:?}" "${REGION:?}" "${INPUT:?}" "${OUTPUT:?}" "${TRITON_URL:?}" "${IMAGE:?}"
+: "${PROJECT:?}" "${REGION:?}" "${INPUT:?}" "${OUTPUT:?}" "${IMAGE:?}"
+ENDPOINT="${ENDPOINT:-triton:${TRITON_URL:?set ENDPOINT (or TRITON_URL)}}"
 TEMPLATE="${TEMPLATE:-gs://$PROJECT-agent-vlm-templates/annotate/latest.json}"
 SERVICE_ACCOUNT="${SERVICE_ACCOUNT:-agent-vlm-dataflow@$PROJECT.iam.gserviceaccount.com}"
 SUBNETWORK="${SUBNETWORK:-regions/$REGION/subnetworks/agent-vlm-dataflow}"
@@ -19,9 +25,10 @@ MACHINE_TYPE="${MACHINE_TYPE:-n2-standard-8}"
 MAX_WORKERS="${MAX_WORKERS:-16}"
 JOB_NAME="${JOB_NAME:-agent-vlm-annotate-$(date -u +%Y%m%d-%H%M%S)}"
 
+# Parameters are joined with "~" (gcloud's alternative delimiter), so values may hold commas.
 extra=""
 for parameter in "$@"; do
-  extra+=",$parameter"
+  extra+="~$parameter"
 done
 
 # Temp and staging live under the output bucket: the workers' service account writes nowhere else.
@@ -36,4 +43,4 @@ gcloud dataflow flex-template run "$JOB_NAME" \
   --max-workers "$MAX_WORKERS" \
   --temp-location "$OUTPUT/_dataflow/temp" \
   --staging-location "$OUTPUT/_dataflow/staging" \
-  --parameters "^~^input=$INPUT~output=$OUTPUT~triton_url=$TRITON_URL~sdk_container_image=$IMAGE~sdk_location=container${extra//,/\~}"
+  --parameters "^~^input=$INPUT~output=$OUTPUT~endpoint=$ENDPOINT~sdk_container_image=$IMAGE~sdk_location=container$extra"

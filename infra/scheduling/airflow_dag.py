@@ -20,7 +20,10 @@ PROJECT = Variable.get("agent_vlm_project", default_var="PROJECT_ID")
 REGION = Variable.get("agent_vlm_region", default_var="us-central1")
 INPUT = Variable.get("agent_vlm_input", default_var=f"gs://{PROJECT}-agent-vlm-inputs/jobs/*.jsonl")
 OUTPUT = Variable.get("agent_vlm_output", default_var=f"gs://{PROJECT}-agent-vlm-output/annotate")
-TRITON_URL = Variable.get("agent_vlm_triton_url", default_var="10.20.0.50:8001")
+# triton:HOST:PORT (the internal load balancer) or openai:https://HOST/v1 (then also set
+# agent_vlm_max_pixels: such servers state no image budget).
+ENDPOINT = Variable.get("agent_vlm_endpoint", default_var="triton:10.20.0.50:8001")
+MAX_PIXELS = Variable.get("agent_vlm_max_pixels", default_var="")
 IMAGE = Variable.get(
     "agent_vlm_image", default_var=f"{REGION}-docker.pkg.dev/{PROJECT}/agent-vlm/dataflow:latest"
 )
@@ -48,10 +51,11 @@ with DAG(
                 "parameters": {
                     "input": INPUT,
                     "output": OUTPUT,
-                    "triton_url": TRITON_URL,
+                    "endpoint": ENDPOINT,
                     "run_id": "{{ ts_nodash }}",
                     "sdk_container_image": IMAGE,
                     "sdk_location": "container",
+                    **({"max_pixels": MAX_PIXELS} if MAX_PIXELS else {}),
                 },
                 "environment": {
                     "serviceAccountEmail": f"agent-vlm-dataflow@{PROJECT}.iam.gserviceaccount.com",

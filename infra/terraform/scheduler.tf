@@ -12,7 +12,7 @@ locals {
       parameters = {
         input               = var.input_glob != "" ? var.input_glob : "gs://${google_storage_bucket.inputs.name}/jobs/*.jsonl"
         output              = local.output_root
-        triton_url          = var.triton_url
+        endpoint            = "triton:${var.triton_url}"
         sdk_container_image = "${var.region}-docker.pkg.dev/${var.project}/${google_artifact_registry_repository.images.repository_id}/dataflow:${var.dataflow_image_tag}"
         sdk_location        = "container"
       }

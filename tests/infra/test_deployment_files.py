@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -91,38 +92,171 @@ def test_hpa_scales_on_triton_queue_metric_that_is_scraped() -> None:
 # -- Dataflow flex template and scheduling --------------------------------------------------
 
 
-def _annotate_option_names() -> set[str]:
-    from beam_pipelines.options import AnnotateOptions
+#: annotate options that are not template parameters, and why.
+NOT_PARAMETERS = {
+    "detach": "infra/dataflow/main.py always detaches a template launch",
+    "progress": "the live progress display is local only",
+    "tool_option": "repeatable, and a template parameter has one value: tool_config holds the "
+    "same settings",
+}
+#: Beam's own pipeline options that a launch sets for the workers.
+BEAM_PARAMETERS = {"sdk_container_image", "sdk_location"}
+#: A value the pipeline takes for every parameter (one launch), and one the regexes refuse.
+ACCEPTED = {
+    "input": "gs://b/inputs/2026-12-07/*.jsonl",
+    "output": "gs://b-out/annotate",
+    "endpoint": "openai:https://llm.internal.example/v1",
+    "triton_url": "10.20.0.50:8001",
+    "model_name": "agent_vlm",
+    "api_key_env": "GATEWAY_KEY",
+    "max_pixels": "1003520",
+    "prompt": "What is written on the sign?",
+    "protocol": "zoom",
+    "tools": "image_zoom_in_tool",
+    "tool_config": '{"image_zoom_in_tool": {"coordinates": "absolute"}}',
+    "max_turns": "12",
+    "max_in_flight": "32",
+    "max_tokens": "2048",
+    "temperature": "0.2",
+    "request_timeout_s": "90",
+    "max_attempts": "3",
+    "retry_initial_s": "0.25",
+    "retry_max_s": "4",
+    "tool_workers": "8",
+    "tool_timeout_s": "30.5",
+    "shard_max_rows": "512",
+    "shard_max_age_s": "5",
+    "run_id": "20261207T060000",
+    "limit": "100",
+    "sdk_container_image": "us-central1-docker.pkg.dev/p/agent-vlm/dataflow:abc123",
+    "sdk_location": "container",
+}
+REFUSED = {
+    "input": "/local/jobs.jsonl",
+    "output": "gs://b/with space",
+    "endpoint": "scripted:call",
+    "triton_url": "http://10.20.0.50:8001",
+    "model_name": "agent vlm",
+    "api_key_env": "1KEY",
+    "max_pixels": "0",
+    "prompt": "two\nlines",
+    "protocol": "react",
+    "tools": "code,",
+    "tool_config": "code.timeout=1",
+    "max_turns": "-1",
+    "max_in_flight": "0",
+    "max_tokens": "1e3",
+    "temperature": "-0.1",
+    "request_timeout_s": "two",
+    "max_attempts": "0",
+    "retry_initial_s": "-1",
+    "retry_max_s": "",
+    "tool_workers": "0",
+    "tool_timeout_s": "1s",
+    "shard_max_rows": "0",
+    "shard_max_age_s": "ten",
+    "run_id": "../escape",
+    "limit": "-5",
+    "sdk_container_image": "not an image",
+    "sdk_location": "default",
+}
 
-    parser = argparse.ArgumentParser()
-    AnnotateOptions._add_argparse_args(parser)
-    return {action.dest for action in parser._actions}
 
-
-def test_flex_template_parameters_are_pipeline_options() -> None:
+def _metadata() -> dict[str, dict[str, Any]]:
     metadata = json.loads((INFRA / "dataflow" / "metadata.json").read_text())
     names = [p["name"] for p in metadata["parameters"]]
     assert len(names) == len(set(names))
-    assert set(names) <= _annotate_option_names()
-    required = {p["name"] for p in metadata["parameters"] if not p.get("isOptional")}
-    assert required == {"input", "output", "triton_url"}
+    return {p["name"]: p for p in metadata["parameters"]}
 
 
-def test_scheduled_launches_pass_only_known_parameters() -> None:
-    known = _annotate_option_names() | {"sdk_container_image", "sdk_location"}
+def _help_options(capsys: pytest.CaptureFixture[str]) -> set[str]:
+    """The options `annotate --help` lists (its usage line names each by its first spelling)."""
+    from beam_pipelines.annotate import main
+
+    assert main(["--help"]) == 0
+    usage = capsys.readouterr().out.split("\noptions:")[0]
+    return set(re.findall(r"\[--([a-z0-9_]+)", usage)) - {"help"}
+
+
+def _matches(parameter: dict[str, Any], value: str) -> bool:
+    return all(re.search(pattern, value) for pattern in parameter.get("regexes", []))
+
+
+def test_template_parameters_are_the_annotate_options(capsys: pytest.CaptureFixture[str]) -> None:
+    declared = set(_metadata())
+    options = _help_options(capsys)
+    assert declared - BEAM_PARAMETERS == options - set(NOT_PARAMETERS)
+    assert set(NOT_PARAMETERS) <= options
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    assert set(PipelineOptions([]).get_all_options()) >= BEAM_PARAMETERS
+
+
+def test_every_template_parameter_is_validated() -> None:
+    from beam_pipelines.options import AnnotateOptions
+
+    metadata = _metadata()
+    assert {n for n, p in metadata.items() if not p.get("isOptional")} == {"input", "output"}
+    parser = argparse.ArgumentParser()
+    AnnotateOptions._add_argparse_args(parser)
+    defaults = {a.dest: a.default for a in parser._actions}
+    assert set(ACCEPTED) == set(REFUSED) == set(metadata)
+    for name, parameter in metadata.items():
+        assert parameter["label"] and parameter["helpText"], name
+        assert parameter["regexes"], f"{name} is not validated at launch"
+        assert _matches(parameter, ACCEPTED[name]), (name, ACCEPTED[name])
+        assert not _matches(parameter, REFUSED[name]), (name, REFUSED[name])
+        default = defaults.get(name)
+        if default is not None:  # what the pipeline uses unasked passes as a parameter too
+            assert _matches(parameter, str(default)), (name, default)
+
+
+def test_the_accepted_values_make_a_launch_the_pipeline_takes() -> None:
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from beam_pipelines.options import config_from_options
+
+    for server in ("endpoint", "triton_url"):  # one of the two, never both
+        values = {k: v for k, v in ACCEPTED.items() if k not in {"endpoint", "triton_url"}}
+        values[server] = ACCEPTED[server]
+        config = config_from_options(PipelineOptions([f"--{k}={v}" for k, v in values.items()]))
+        assert config.max_pixels == 1003520 and config.run_id == ACCEPTED["run_id"]
+        assert config.endpoint.kind == ("openai" if server == "endpoint" else "triton")
+
+
+def _dag_parameters() -> dict[str, Any]:
     dag = ast.parse((INFRA / "scheduling" / "airflow_dag.py").read_text())
-    dag_parameters = next(
+    node = next(
         node
         for node in ast.walk(dag)
         if isinstance(node, ast.Dict)
-        and any(isinstance(k, ast.Constant) and k.value == "triton_url" for k in node.keys)
+        and any(isinstance(k, ast.Constant) and k.value == "input" for k in node.keys)
     )
-    keys = {k.value for k in dag_parameters.keys if isinstance(k, ast.Constant)}
-    assert keys <= known and {"input", "output", "triton_url"} <= keys
+    keys = {k.value: v for k, v in zip(node.keys, node.values, strict=True) if k is not None}
+    for spread in (v for k, v in zip(node.keys, node.values, strict=True) if k is None):
+        # `**({"max_pixels": ...} if ... else {})`: the optional ones
+        for branch in (spread.body, spread.orelse):
+            keys |= {k.value: v for k, v in zip(branch.keys, branch.values, strict=True)}
+    return keys
 
+
+def test_scheduled_launches_pass_declared_parameters() -> None:
+    metadata = _metadata()
+    required = {n for n, p in metadata.items() if not p.get("isOptional")}
+    launches = {"dag": _dag_parameters()}
     [scheduler_locals] = _terraform("scheduler.tf")["locals"]
-    parameters = scheduler_locals["launch_body"]["launchParameter"]["parameters"]
-    assert set(parameters) <= known
+    launches["terraform"] = scheduler_locals["launch_body"]["launchParameter"]["parameters"]
+    script = (INFRA / "dataflow" / "launch.sh").read_text()
+    [line] = [line for line in script.splitlines() if "--parameters" in line]
+    launches["launch.sh"] = dict.fromkeys(re.findall(r"[~^]([a-z_]+)=", line))
+    for where, parameters in launches.items():
+        assert required <= set(parameters) <= set(metadata), where
+        assert {"endpoint"} <= set(parameters), where  # the model server, always named
+        for name, value in parameters.items():
+            if isinstance(value, ast.Constant):
+                value = value.value
+            if isinstance(value, str) and not re.search(r"\$\{|\{\{", value):  # literals
+                assert _matches(metadata[name], value), (where, name, value)
 
 
 # -- Terraform -------------------------------------------------------------------------------
