@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 import json
 import struct
+import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from beam_pipelines.serve import TritonServer
@@ -223,3 +226,89 @@ def test_an_id_spelling_another_lines_failure_key_hides_nothing(
     answers, failures = run_lines(tmp_path, scripted.grpc_url, lines)
     assert len(answers) + len(failures) == len(lines) == 10
     assert sorted(f["error_class"] for f in failures) == ["invalid_id", "invalid_json"]
+
+
+# -- fuzz: any line, any field, any URI, any id ----------------------------------------------
+
+#: Text hypothesis does not make by itself: lone surrogates, controls, NUL, key look-alikes.
+AWKWARD = st.sampled_from(
+    ["\ud800", "\udfff", "a\x00b", "\x00failure\x00jobs.jsonl\x001", "\x1b[31m", "é/../x", "#1"]
+)
+TEXT = st.one_of(st.text(max_size=20), AWKWARD, st.text(max_size=3).map(lambda t: t * 200))
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def uris(image: str) -> st.SearchStrategy[object]:
+    """Every kind of image URI; none that would reach a network (loopback is refused)."""
+    return (
+        st.sampled_from(
+            [
+                image,
+                f"file://{image}",
+                image + ".missing",
+                "ftp://example.com/a.png",
+                "http://127.0.0.1:9/a.png",
+                "https://169.254.169.254/latest",
+                "data:image/png;base64,AAAA",
+                "C:\\images\\a.png",
+                "",
+            ]
+        )
+        | JSON
+    )
+
+
+def lines(image: str) -> st.SearchStrategy[bytes]:
+    ids = st.sampled_from(["a", "b", "a/b"]) | JSON  # repeated ids, and anything else
+    job = st.fixed_dictionaries(
+        {"image": uris(image), "question": TEXT | JSON},
+        optional={"id": ids, "options": JSON, "answer": JSON, "meta": JSON, "extra": JSON},
+    )
+    as_json = (job | JSON).map(lambda value: json.dumps(value).encode())
+    raw = st.binary(max_size=60).map(lambda data: data.replace(b"\n", b" "))
+    return st.one_of(as_json, as_json, raw)
+
+
+def non_blank(data: bytes) -> int:
+    """Records as the reader counts them: lines whose text is not blank."""
+    return sum(1 for line in data.split(b"\n") if line.decode("utf-8", "surrogateescape").strip())
+
+
+def run_files(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_any_lines_end_in_one_row_each_and_a_rerun_changes_nothing_answered(
+    tmp_path: Path, scripted: TritonServer, data: st.DataObject
+) -> None:
+    case = Path(tempfile.mkdtemp(dir=tmp_path))
+    picked = data.draw(st.lists(lines(image(case)), min_size=1, max_size=12))
+    jobs = case / "jobs.jsonl"
+    jobs.write_bytes(b"\n".join(picked) + b"\n")
+    expected = non_blank(jobs.read_bytes())
+
+    first = annotate_run(jobs, case / "out", scripted.grpc_url, "--tools=", "--run_id=first")
+    assert "DONE" in first.state.upper()  # the command's exit code 0
+    answers, failures = run_rows(first)
+    assert len(answers) + len(failures) == expected
+    answered = [row["id"] for row in answers]
+    assert len(answered) == len(set(answered))
+    before = run_files(case / "out" / "runs")
+
+    second = annotate_run(jobs, case / "out", scripted.grpc_url, "--tools=", "--run_id=second")
+    assert "DONE" in second.state.upper()
+    again, failed_again = run_rows(second)
+    assert second.summary.skipped + len(again) + len(failed_again) == expected
+    assert not {row["id"] for row in again} & set(answered)  # nothing answered is redone
+    after = run_files(case / "out" / "runs")
+    assert {k: v for k, v in after.items() if k in before} == before  # nor rewritten
