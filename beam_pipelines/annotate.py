@@ -303,6 +303,9 @@ def main(argv: Sequence[str]) -> int:
     except (ValueError, FileNotFoundError) as e:  # bad options or no input: say so, no trace
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # not about one line: an output root that cannot be written
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     if result.state == "SUBMITTED":
         print(
             f"submitted run {result.config.run_id}"

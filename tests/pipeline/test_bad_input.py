@@ -16,10 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from beam_pipelines import annotate
 from beam_pipelines.serve import TritonServer
 
 from .helpers import png
-from .runs import annotate_run, run_rows
+from .runs import FAST, annotate_run, run_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -312,3 +313,18 @@ def test_any_lines_end_in_one_row_each_and_a_rerun_changes_nothing_answered(
     assert not {row["id"] for row in again} & set(answered)  # nothing answered is redone
     after = run_files(case / "out" / "runs")
     assert {k: v for k, v in after.items() if k in before} == before  # nor rewritten
+
+
+def test_an_output_root_that_cannot_be_written_stops_the_run_with_a_message(
+    tmp_path: Path, scripted: TritonServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not about one line: the run stops before anything is written, and says why."""
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_bytes(job(tmp_path, "fine") + b"\n")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    argv = [f"--input={jobs}", f"--output={blocked / 'out'}", f"--endpoint={scripted.grpc_url}"]
+    assert annotate.main([*argv, *FAST]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "a-file" in error and "Traceback" not in error
+    assert blocked.read_text() == "not a folder"
