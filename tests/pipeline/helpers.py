@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 from PIL import Image
 
 from beam_pipelines.agent import loop
 from beam_pipelines.agent.images import encode_png, sha256_hex
-from beam_pipelines.agent.records import ImageRef, Job, ToolSpec, Trajectory
+from beam_pipelines.agent.records import ImageRef, Job, Observation, ToolSpec, Trajectory
+
+USAGE = {"prompt_tokens": 1, "completion_tokens": 1}
 
 
 def png(width: int = 64, height: int = 48, colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
@@ -52,8 +55,6 @@ def answered(traj: Trajectory, letter: str = "B") -> Trajectory:
 
 
 def code_call(traj: Trajectory, code: str) -> Trajectory:
-    import json
-
     body = json.dumps({"name": "code", "arguments": {"code": code}})
     out, calls = loop.advance(
         traj,
@@ -64,3 +65,26 @@ def code_call(traj: Trajectory, code: str) -> Trajectory:
     )
     assert calls, out.steps
     return out
+
+
+def say(traj: Trajectory, text: str) -> Trajectory:
+    out, _ = loop.advance(traj, text, finish_reason="stop", usage=USAGE, latency_s=0.0)
+    return out
+
+
+def call(traj: Trajectory, code: str, think: str = "look closer") -> Trajectory:
+    body = json.dumps({"name": "code", "arguments": {"code": code}})
+    return say(traj, f"<think>{think}</think><tool_call>{body}</tool_call>")
+
+
+def observe(traj: Trajectory, *images: ImageRef, error: str | None = None) -> Trajectory:
+    calls = loop.pending_calls(traj)
+    obs = Observation(text="", images=images, error=error, tool="code")
+    return loop.observe(traj, calls, [obs], [list(images) if error is None else []])
+
+
+def stored(tmp_path: Path, image: Image.Image, name: str) -> ImageRef:
+    data = encode_png(image)
+    path = tmp_path / f"{name}.png"
+    path.write_bytes(data)
+    return ImageRef(str(path), sha256_hex(data), image.width, image.height)

@@ -142,8 +142,7 @@ def test_the_model_judge_asks_the_served_model(tmp_path: Path, triton) -> None:
 
     from beam_pipelines.filters import ModelJudge, image_claims
 
-    from .helpers import answered, started
-    from .test_filters import call, observe, stored
+    from .helpers import answered, call, observe, started, stored
 
     crop = stored(tmp_path, Image.new("RGB", (16, 16), (205, 30, 35)), "crop")
     traj = answered(observe(call(started(tmp_path), "save_image(image)"), crop))

@@ -18,8 +18,7 @@ from beam_pipelines.outputs.layout import OutputLayout
 from beam_pipelines.regenerate import best_trace, run_filters
 from beam_pipelines.transforms.samples import sample_job
 
-from .helpers import started
-from .test_filters import say
+from .helpers import say, started
 
 
 def sample(tmp_path: Path, source: str, k: int, text: str) -> Trajectory:

@@ -12,8 +12,7 @@ from PIL import Image
 
 from beam_pipelines.sft_export import sft_record
 
-from .helpers import answered, started
-from .test_filters import call, observe, stored
+from .helpers import answered, call, observe, started, stored
 
 
 def trajectories(tmp_path: Path) -> list:
