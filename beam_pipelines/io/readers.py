@@ -238,11 +238,16 @@ class ReadRecords(beam.DoFn):
                         yield failure_key(file.path, position), parsed
                     else:
                         yield parsed.job.id, parsed
-            except (OSError, ValueError) as e:
-                # An unreadable file (or a corrupt Parquet footer) is one failure row that names
-                # the file; the records read before the error stand.
+            except Exception as e:  # zlib, lzma, Arrow, storage: this file only, never the run
+                # An unreadable file (a damaged compressed stream, a corrupt Parquet footer) is
+                # one failure row that names the file; the records read before the error stand.
                 self._bad.inc()
-                failure = Failure.from_error({"source": file.path}, READ_STAGE, e)
+                failure = Failure(
+                    input={"source": file.path},
+                    stage=READ_STAGE,
+                    error_class="unreadable_input",
+                    message=f"{file.path}: {type(e).__name__}: {e}"[:2000],
+                )
                 yield failure_key(file.path, -1), failure
 
 

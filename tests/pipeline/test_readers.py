@@ -12,6 +12,7 @@ from beam_pipelines.agent.records import Failure
 from beam_pipelines.io.readers import (
     Candidate,
     InputFile,
+    ReadRecords,
     expand_input,
     failure_key,
     iter_records,
@@ -97,3 +98,21 @@ def test_bad_records_become_failures_that_keep_the_input(raw: str, error_class: 
 def test_failure_keys_never_collide_with_ids() -> None:
     assert failure_key("f", 1) != failure_key("f", 2) != failure_key("g", 1)
     assert not isinstance(failure_key("f", 1), str)  # ids are strings
+
+
+def test_a_file_that_cannot_be_read_is_one_failure_row_and_the_others_stand(
+    tmp_path: Path,
+) -> None:
+    good = tmp_path / "a.jsonl"
+    good.write_text(json.dumps(JOB) + "\n")
+    cut = tmp_path / "b.jsonl.gz"  # a damaged stream: zlib.error, which used to end the run
+    cut.write_bytes(gzip.compress(b"x" * 5000)[:20] + b"\xff" * 40)
+    footer = tmp_path / "c.parquet"
+    footer.write_bytes(b"PAR1 not really parquet PAR1")
+    files = [InputFile(str(good), "jsonl"), InputFile(str(cut), "jsonl")]
+    files.append(InputFile(str(footer), "parquet"))
+    out = list(ReadRecords(prompt=None, limit=None).process(files))
+    assert [k for k, v in out if isinstance(v, Candidate)] == ["a"]
+    failures = {v.input["source"]: v for _, v in out if isinstance(v, Failure)}
+    assert set(failures) == {str(cut), str(footer)}
+    assert {f.error_class for f in failures.values()} == {"unreadable_input"}
