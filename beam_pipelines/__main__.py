@@ -75,7 +75,7 @@ def run_serve(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     with contextlib.ExitStack() as cleanup:
         repository, config_name = args.model_repository, args.model_config_name
-        if parameters or args.instance_kind:
+        if parameters or args.instance_kind or config_name:  # staging states the image budget
             staging = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="agent-vlm-"))
             repository = stage_model_repository(
                 staging,

@@ -220,16 +220,16 @@ def run(
             address = _start_server(stack)
         try:
             info = describe_model(address, opts.model_name)
-            label, max_pixels = info.label, info.max_pixels
+            label, budget = info.label, info.budget
         except CallError as e:
             # A server only the workers can reach (e.g. inside a VPC): go by the options.
             log.warning("cannot ask %s about the model: %s", address, e)
-            label, max_pixels = None, None
+            label, budget = None, None
         config = config_from_options(
             options,
             address,
             model_label=label,
-            model_max_pixels=max_pixels,
+            model_budget=budget,
             tool_settings=tool_settings,
         )
         if samples is not None and opts.temperature is None:
@@ -241,6 +241,8 @@ def run(
             "status": "running",
             "started_at": datetime.now(UTC).isoformat(),
             "config": config.to_dict(),
+            # what the server stated; the views were sized by config.max_pixels
+            "image_budget": dataclasses.asdict(budget) if budget is not None else None,
             "argv": list(args),
             # Where the final counts are: written at the end when the run waits, by
             # `python -m beam_pipelines status` after a detached one.

@@ -19,7 +19,12 @@ from typing import Any
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_pipelines.io.files import normalize, read_bytes
-from beam_pipelines.model_client.base import ModelEndpoint, RetryPolicy, parse_endpoint
+from beam_pipelines.model_client.base import (
+    ImageBudget,
+    ModelEndpoint,
+    RetryPolicy,
+    parse_endpoint,
+)
 from tools.registry import build_tools
 
 #: The in-process portable runner: the DirectRunner's Prism path downloads a Go binary and
@@ -109,8 +114,8 @@ class AnnotateOptions(PipelineOptions):
             "--max-pixels",
             type=int,
             default=None,
-            help="the model's pixel budget for image views (default: the model config's "
-            "`max_pixels` parameter, else that of the embedded tiny model)",
+            help="lower the pixel budget of image views below the one the model server states "
+            "(required where the server states none, as OpenAI-compatible servers)",
         )
         parser.add_argument("--max_tokens", "--max-tokens", type=int, default=None)
         parser.add_argument("--temperature", type=float, default=None)
@@ -200,8 +205,6 @@ def parse_tools(value: str) -> tuple[str, ...]:
 
 #: Tools enabled when `--tools` is not given: R1V4's General mode, and zoom's fixed tool.
 DEFAULT_TOOLS = {"r1v4": ("code",), "zoom": ("image_zoom_in_tool",)}
-#: The embedded tiny model's view budget (128 x 128), used when the server does not say.
-DEFAULT_MAX_PIXELS = 128 * 128
 DEFAULT_SAMPLING = {"max_tokens": 1024, "temperature": 0.0}
 #: Setting names that would hold a secret (`api_key_env` names a variable, it holds none).
 _SECRET_SETTING = re.compile(r"(?:^|_)(?:api_?key|key|token|secret|password|credentials?)(?:$|_)")
@@ -287,14 +290,16 @@ def config_from_options(
     endpoint: str | None = None,
     *,
     model_label: str | None = None,
-    model_max_pixels: int | None = None,
+    model_budget: ImageBudget | None = None,
     tool_settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> AnnotateConfig:
     """Validate the options and build the config.
 
     `endpoint` (`KIND:URL`, or a bare Triton `host:port`) overrides `--endpoint` (a server
-    the command started); `model_label` and `model_max_pixels` are what the server says
-    about its model (`--max_pixels` wins). `tool_settings` are those
+    the command started); `model_label` and `model_budget` are what the server says about
+    its model: views get the stated `max_pixels`, which `--max_pixels` may only lower; with
+    no stated budget `--max_pixels` is required (no guessing: a model sent views smaller than
+    its processor takes is blind to what it was trained to see). `tool_settings` are those
     `tool_settings_from_options` already read and checked (else they are read here).
     """
     o = options.view_as(AnnotateOptions)
@@ -351,11 +356,30 @@ def config_from_options(
         sampling=sampling,
         tool_workers=o.tool_workers,
         tool_timeout_s=o.tool_timeout_s,
-        max_pixels=o.max_pixels or model_max_pixels or DEFAULT_MAX_PIXELS,
+        max_pixels=view_pixels(o.max_pixels, model_budget, address),
         model_label=model_label or o.model_name,
         shard_max_rows=o.shard_max_rows,
         shard_max_age_s=o.shard_max_age_s,
     )
+
+
+def view_pixels(asked: int | None, budget: ImageBudget | None, address: str) -> int:
+    """The views' pixel budget: the model's stated `max_pixels`, or `--max_pixels` below it."""
+    if asked is not None and asked < 1:
+        raise ValueError(f"--max_pixels must be at least 1, got {asked}")
+    if budget is None:
+        if asked is None:
+            raise ValueError(
+                f"{address} states no image budget (its processor's max_pixels): pass "
+                "--max_pixels with the model's own, e.g. 12845056 for a Qwen2.5-VL processor"
+            )
+        return asked
+    if asked is not None and asked > budget.max_pixels:
+        raise ValueError(
+            f"--max_pixels {asked} is above the model's budget ({budget.max_pixels} pixels, "
+            f"stated by {address}): it can only lower it"
+        )
+    return asked or budget.max_pixels
 
 
 def with_default_runner(argv: Sequence[str]) -> list[str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import logging
 import os
 import shutil
 import signal
@@ -35,6 +36,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "triton_repo"
@@ -408,6 +412,7 @@ def stage_model_repository(
                 del group.gpus[:]
     if max_batch_size is not None:
         config.max_batch_size = max_batch_size
+    _state_image_budget(config, source_dir)
 
     model_dir = Path(destination) / model_name
     model_dir.mkdir(parents=True, exist_ok=False)
@@ -416,6 +421,29 @@ def stage_model_repository(
             (model_dir / entry.name).symlink_to(entry)
     (model_dir / "config.pbtxt").write_text(text_format.MessageToString(config))
     return Path(destination)
+
+
+def _state_image_budget(config: Any, model_dir: Path) -> None:
+    """Copy the checkpoint's image budget into `config` unless it states one (the model's own
+    `1/budget.py` reads it; clients size their views by it, and the model refuses to load
+    without it). A checkpoint not readable here (not fetched yet) is left to that refusal."""
+    spec = importlib.util.spec_from_file_location("agent_vlm_budget", model_dir / "1" / "budget.py")
+    if spec is None or spec.loader is None:
+        return
+    budget = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = budget  # its dataclass looks its module up while it is defined
+    spec.loader.exec_module(budget)
+    if any(key in config.parameters for key in budget.KEYS):
+        return
+    engine = config.parameters["engine"].string_value
+    checkpoint = Path(config.parameters["checkpoint"].string_value).expanduser()
+    try:
+        stated = budget.checkpoint_budget(engine, model_dir / checkpoint)
+    except budget.BudgetError as e:
+        log.warning("the staged config states no image budget: %s", e)
+        return
+    for key, value in stated.parameters().items():
+        config.parameters[key].string_value = value
 
 
 def _http_ok(url: str) -> bool:

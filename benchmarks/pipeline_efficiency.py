@@ -57,7 +57,7 @@ from beam_pipelines.model_client.channel import (  # noqa: E402
     inline_images,
 )
 from beam_pipelines.model_client.triton import TritonClient  # noqa: E402
-from beam_pipelines.options import DEFAULT_MAX_PIXELS, DEFAULT_SAMPLING  # noqa: E402
+from beam_pipelines.options import DEFAULT_SAMPLING  # noqa: E402
 from beam_pipelines.outputs.layout import OutputLayout  # noqa: E402
 from beam_pipelines.serve import TritonServer  # noqa: E402
 from beam_pipelines.transforms.execute_tools import ToolRuntime, run_turn  # noqa: E402
@@ -254,11 +254,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not url:
             server = stack.enter_context(TritonServer(log_file=work / "tritonserver.log"))
             url = server.grpc_url
+        budget = TritonClient(url, MODEL).describe(60).budget
+        if budget is None:
+            raise SystemExit(f"{url} states no image budget for {MODEL}")
         settings = Settings(
             url,
             args.concurrency,
             args.max_turns,
-            DEFAULT_MAX_PIXELS,
+            budget.max_pixels,
             args.tool_workers,
             args.max_tokens,
         )

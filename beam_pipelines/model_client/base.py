@@ -106,12 +106,37 @@ class ModelError:
     attempts: int
 
 
+#: The model config parameters that state an `ImageBudget`, in its fields' order.
+BUDGET_KEYS = ("min_pixels", "max_pixels", "patch_size", "merge_size")
+
+
+@dataclass(frozen=True)
+class ImageBudget:
+    """The image budget a served model states: what its processor keeps of an image (views
+    are downscaled to `max_pixels`; `patch_size` x `merge_size` is one visual token's side)."""
+
+    min_pixels: int
+    max_pixels: int
+    patch_size: int
+    merge_size: int
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, str]) -> ImageBudget | None:
+        """The budget a Triton model config's parameters state; None unless all four are
+        integers."""
+        try:
+            return cls(*(int(parameters[key]) for key in BUDGET_KEYS))
+        except (KeyError, ValueError):
+            return None
+
+
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the server says about the model: a label for traces and its pixel budget."""
+    """What the server says about the model: a label for traces and its image budget (None
+    where the server states none, as OpenAI-compatible servers never do)."""
 
     label: str
-    max_pixels: int | None
+    budget: ImageBudget | None
 
 
 class CallError(Exception):

@@ -158,7 +158,7 @@ class OpenAIClient:
         served = [m.get("id") for m in response.json().get("data", []) if isinstance(m, dict)]
         if self.model not in served:
             raise CallError("NOT_FOUND", f"{self.base_url} serves {served}, not {self.model!r}")
-        return ModelInfo(label=f"openai:{self.model}", max_pixels=None)
+        return ModelInfo(label=f"openai:{self.model}", budget=None)
 
     def close(self) -> None:
         if self._loop.is_closed():

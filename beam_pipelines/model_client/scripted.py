@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from beam_pipelines.model_client.base import CallError, Completion, Done, ModelInfo
+from beam_pipelines.model_client.base import CallError, Completion, Done, ImageBudget, ModelInfo
 
 CALL = "CALL "
 OPEN, CLOSE = "<observation>", "</observation>"
@@ -41,6 +41,9 @@ def call_script(messages: Sequence[Mapping[str, Any]]) -> str:
             return f"<think>calling</think><tool_call>{text[len(CALL) :]}</tool_call>"
     return "<think>nothing to call</think><answer>unscripted</answer>"
 
+
+#: The budget the scripted model states: the tiny model's, one 128 x 128 view.
+SCRIPTED_BUDGET = ImageBudget(128 * 128, 128 * 128, 16, 1)
 
 SCRIPTS: dict[str, Callable[[Sequence[Mapping[str, Any]]], str]] = {"call": call_script}
 
@@ -98,7 +101,7 @@ class ScriptedClient:
         timer.start()
 
     def describe(self, timeout_s: float) -> ModelInfo:
-        return ModelInfo(label=f"scripted:{self.script}", max_pixels=None)
+        return ModelInfo(label=f"scripted:{self.script}", budget=SCRIPTED_BUDGET)
 
     def close(self) -> None:
         return None

@@ -20,6 +20,7 @@ from beam_pipelines.model_client.base import (
     CallError,
     Completion,
     Done,
+    ImageBudget,
     ModelInfo,
     usage_of,
 )
@@ -117,7 +118,7 @@ class TritonClient:
 
     def describe(self, timeout_s: float) -> ModelInfo:
         """The label `<model>/<engine>:<checkpoint>` from the config's parameters when it has
-        them, and its `max_pixels` parameter (None when the config has none)."""
+        them, and the image budget they state (None when they state none)."""
         config = self._config(timeout_s)
         parameters = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         label = self.model_name
@@ -125,8 +126,7 @@ class TritonClient:
             label += f"/{parameters['engine']}"
             if parameters.get("checkpoint"):
                 label += f":{parameters['checkpoint']}"
-        raw = parameters.get("max_pixels", "")
-        return ModelInfo(label=label, max_pixels=int(raw) if raw.isdigit() else None)
+        return ModelInfo(label=label, budget=ImageBudget.from_parameters(parameters))
 
     def close(self) -> None:
         self._grpc.close()

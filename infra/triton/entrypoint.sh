@@ -21,6 +21,10 @@ CONFIG_VARIANT="${CONFIG_VARIANT:-h100x1-bf16}"
 python3 "$APP/bin/fetch_model.py" "$MODEL_URI" "$MODEL_DIR"
 
 sets=(--set "checkpoint=$MODEL_DIR")
+# The image budget the config states is the fetched checkpoint's own (clients size views by it).
+for assignment in $(python3 "$APP/triton_repo/agent_vlm/1/budget.py" trtllm "$MODEL_DIR"); do
+  sets+=(--set "$assignment")
+done
 for assignment in ${CONFIG_SET:-}; do
   sets+=(--set "$assignment")
 done

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+from budget import KEYS as BUDGET_KEYS
 from engine_trtllm import DEFAULTS, llm_settings
 from engines import ServingConfig
 from google.protobuf import text_format
@@ -68,8 +69,9 @@ def test_every_variant_renders_a_valid_trtllm_config(values_file: Path) -> None:
 
 def test_template_sets_only_engine_parameters_the_engine_knows() -> None:
     config = _parse(_render(VALUES / "skywork_r1v4_trtllm" / "h100x1-bf16.json"))
-    engine_keys = set(config.parameters) - {"engine", "max_tokens_limit", "max_image_pixels"}
-    assert engine_keys <= set(DEFAULTS)
+    common = {"engine", "max_tokens_limit", "max_image_pixels", *BUDGET_KEYS}
+    assert set(config.parameters) - common <= set(DEFAULTS)
+    assert set(BUDGET_KEYS) <= placeholders((TEMPLATES / "skywork_r1v4_trtllm.pbtxt").read_text())
     # Everything deployment-specific is a placeholder, not a constant of the template.
     template = (TEMPLATES / "skywork_r1v4_trtllm.pbtxt").read_text()
     assert {"checkpoint", "tensor_parallel_size", "moe_expert_parallel_size", "quantization"} <= (

@@ -15,6 +15,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from beam_pipelines import annotate
 from beam_pipelines.agent.records import FailedJob, Trajectory
+from beam_pipelines.model_client.scripted import SCRIPTED_BUDGET
 from beam_pipelines.options import config_from_options
 
 from .helpers import png
@@ -52,7 +53,7 @@ def test_the_graph_on_the_scripted_client_asserted_in_a_test_pipeline(tmp_path: 
         "--run_id=r",
         *FAST,
     ]
-    config = config_from_options(PipelineOptions(argv))
+    config = config_from_options(PipelineOptions(argv), model_budget=SCRIPTED_BUDGET)
     with BeamTestPipeline(runner="FnApiRunner") as pipeline:
         finished = annotate.build(pipeline, config, [])
         assert_that(

@@ -24,6 +24,7 @@ def annotate_proto(tmp_path: Path, max_turns: int = 4):
         f"--input={jobs}",
         "--output=gs://bucket/out",
         "--triton_url=triton.internal:8001",
+        "--max_pixels=16384",
         f"--max_turns={max_turns}",
         "--runner=PortableRunner",
         "--job_endpoint=localhost:0",

@@ -24,8 +24,15 @@ def test_the_openai_path_answers_as_the_triton_path_does(
     jobs = write_corpus(tmp_path / "corpus", 6, seed=11, search_fraction=0.3)
     openai_url = gateway(f"triton:{triton.grpc_url}")
     answers = {}
-    for name, endpoint in (("triton", triton.grpc_url), ("openai", f"openai:{openai_url}")):
-        result = annotate_run(jobs, tmp_path / name, endpoint, *DEMO_TOOLS, "--max_turns=6")
+    runs = (
+        ("triton", triton.grpc_url, ()),
+        # OpenAI-compatible servers state no image budget: the tiny model's, given
+        ("openai", f"openai:{openai_url}", ("--max_pixels=16384",)),
+    )
+    for name, endpoint, budget in runs:
+        result = annotate_run(
+            jobs, tmp_path / name, endpoint, *DEMO_TOOLS, "--max_turns=6", *budget
+        )
         rows, failures = run_rows(result)
         assert failures == [], failures
         answers[name] = {row["id"]: (row["answer"], row["correct"]) for row in rows}

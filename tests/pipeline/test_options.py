@@ -3,8 +3,8 @@
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_pipelines.model_client.base import ImageBudget
 from beam_pipelines.options import (
-    DEFAULT_MAX_PIXELS,
     DEFAULT_RUNNER,
     config_from_options,
     is_local_runner,
@@ -15,7 +15,12 @@ from beam_pipelines.options import (
 BASE = ["--input=in.jsonl", "--output=out/"]
 
 
+TINY = ImageBudget(16384, 16384, 16, 1)
+R1V4ISH = ImageBudget(65536, 16777216, 16, 2)
+
+
 def config(*args: str, **kwargs: object):
+    kwargs.setdefault("model_budget", TINY)
     return config_from_options(PipelineOptions([*BASE, *args]), **kwargs)
 
 
@@ -24,7 +29,7 @@ def test_defaults() -> None:
     assert c.output == "out"  # no trailing slash in joined paths
     assert c.max_turns == 16 and c.endpoint.max_in_flight == 64
     assert c.protocol == "r1v4" and c.tools == ("code",)
-    assert c.max_pixels == DEFAULT_MAX_PIXELS
+    assert c.max_pixels == TINY.max_pixels  # the server's own budget
     assert c.sampling["temperature"] == 0.0
     assert c.endpoint.retry.retryable == ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 
@@ -44,9 +49,23 @@ def test_tools_list_and_no_tools() -> None:
 
 
 def test_server_values_and_overrides() -> None:
-    c = config(endpoint="h:2", model_label="agent_vlm/tiny", model_max_pixels=4096)
-    assert (c.endpoint.url, c.model_label, c.max_pixels) == ("h:2", "agent_vlm/tiny", 4096)
-    assert config("--max_pixels=1024", endpoint="h", model_max_pixels=4096).max_pixels == 1024
+    c = config(endpoint="h:2", model_label="agent_vlm/hf:r1v4", model_budget=R1V4ISH)
+    assert (c.endpoint.url, c.model_label, c.max_pixels) == ("h:2", "agent_vlm/hf:r1v4", 16777216)
+    assert config("--max_pixels=1024", endpoint="h", model_budget=R1V4ISH).max_pixels == 1024
+
+
+def test_max_pixels_can_only_lower_the_stated_budget() -> None:
+    with pytest.raises(ValueError, match="can only lower it"):
+        config("--max_pixels=20000", endpoint="h:1", model_budget=TINY)
+
+
+def test_a_server_that_states_no_budget_needs_max_pixels() -> None:
+    with pytest.raises(ValueError, match="states no image budget"):
+        config(endpoint="openai:https://h/v1", model_budget=None)
+    assert (
+        config("--max_pixels=1000000", endpoint="openai:https://h/v1", model_budget=None).max_pixels
+        == 1000000
+    )
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,7 @@ def test_the_sampled_graph_translates_with_its_two_extra_stages(tmp_path: Path) 
             f"--input={jobs}",
             "--output=gs://bucket/out",
             "--triton_url=triton.internal:8001",
+            "--max_pixels=16384",
             "--max_turns=2",
             "--runner=PortableRunner",
             "--job_endpoint=localhost:0",

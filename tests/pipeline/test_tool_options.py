@@ -22,7 +22,7 @@ from tools.search.corpus import CorpusSpec, build_corpus, codebook, codebook_url
 from .helpers import png
 from .runs import annotate_run, run_rows
 
-BASE = ["--input=in.jsonl", "--output=out", "--triton_url=h:1"]
+BASE = ["--input=in.jsonl", "--output=out", "--triton_url=h:1", "--max_pixels=16384"]
 SEARCH = "--tools=code,text_search,web_visit"
 
 

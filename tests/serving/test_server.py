@@ -198,8 +198,12 @@ def test_a_client_batch_of_several_rows(client: Any) -> None:
     [
         ({"engine": "nope"}, "parameter 'engine' must be one of"),
         ({"checkpoint": "/nonexistent/checkpoint"}, "checkpoint directory not found"),
+        (
+            {"min_pixels": "1024", "max_pixels": "999999", "patch_size": "16", "merge_size": "2"},
+            "processor has min_pixels=1024, max_pixels=16384",
+        ),
     ],
-    ids=["unknown-engine", "missing-checkpoint"],
+    ids=["unknown-engine", "missing-checkpoint", "another-image-budget"],
 )
 def test_a_broken_config_fails_to_start_with_a_readable_error(
     tmp_path: Path, tiny_checkpoint: Path, parameters: dict[str, str], expected: str

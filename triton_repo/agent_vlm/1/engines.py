@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from budget import KEYS as BUDGET_KEYS
+from budget import BudgetError, ImageBudget, check_stated
 from contract import Engine, Limits
 
 # engine name -> module (beside this file) with `from_parameters(model_dir, params, instance)`.
@@ -46,11 +48,13 @@ class Instance:
 
 @dataclass(frozen=True)
 class ServingConfig:
-    """The parsed parameters: engine name, request limits, the engine's own settings."""
+    """The parsed parameters: engine name, request limits, the image budget the config
+    states (`budget.py`), the engine's own settings."""
 
     engine: str
     limits: Limits = field(default_factory=Limits)
     engine_parameters: Mapping[str, str] = field(default_factory=dict)
+    budget_parameters: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, str]) -> ServingConfig:
@@ -65,7 +69,21 @@ class ServingConfig:
         for key, attribute in _LIMIT_KEYS.items():
             if key in params:
                 limit_values[attribute] = parse_int(params.pop(key), key, minimum=1)
-        return cls(engine=engine, limits=Limits(**limit_values), engine_parameters=params)
+        budget = {key: params.pop(key) for key in BUDGET_KEYS if key in params}
+        return cls(
+            engine=engine,
+            limits=Limits(**limit_values),
+            engine_parameters=params,
+            budget_parameters=budget,
+        )
+
+    def image_budget(self, model_dir: Path) -> ImageBudget:
+        """The budget the config states, checked against the checkpoint's processor."""
+        checkpoint = resolve_path(self.engine_parameters.get("checkpoint", ""), model_dir)
+        try:
+            return check_stated(self.budget_parameters, self.engine, checkpoint)
+        except BudgetError as e:
+            raise ConfigError(str(e)) from None
 
 
 def build_engine(config: ServingConfig, model_dir: Path, instance: Instance = Instance()) -> Engine:

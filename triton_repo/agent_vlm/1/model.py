@@ -35,7 +35,11 @@ class TritonPythonModel:
             device_id=int(args.get("model_instance_device_id", 0)),
         )
         # `model_repository` is this model's directory (the one holding config.pbtxt).
-        self.engine = build_engine(self.config, Path(args["model_repository"]), instance)
+        model_dir = Path(args["model_repository"])
+        self.engine = build_engine(self.config, model_dir, instance)
+        # Clients size their images by the budget the config states: it must be the
+        # checkpoint's, or the model would be sent views it was not made for.
+        self.config.image_budget(model_dir)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         """Generate every request of the batch; a request's rows map to its output rows."""
