@@ -3,10 +3,11 @@
 Rows have five options (`A`-`E`; the Lite file has them only inside `multi-choice options`,
 a list like `['(A) ...', '(B) ...']`), `answer` (a letter), `category` as `<task>/<subtask>`
 (`Perception/Monitoring`, `Reasoning/Autonomous_Driving`, ...) and `l2-category`. Scoring
-follows VLMEvalKit's `MMERealWorld.evaluate`: the answer's letter is the first A-E capital
-after answer prefixes are removed (`extract_characters_regex`), none counts as wrong;
-accuracy is micro-averaged over each task (Perception, Reasoning), each `<task>/<subtask>`,
-and overall.
+follows VLMEvalKit's `MMERealWorld.evaluate` as of its commit e8e78f0 (2026-08): the text
+inside `<answer>` is stripped and upper-cased, answer prefixes are removed, and the letter is
+the first A-E capital (`utils/multiple_choice.extract_characters_regex`; none counts as
+wrong); accuracy is micro-averaged over each task (Perception, Reasoning), each
+`<task>/<subtask>`, and overall.
 """
 
 from __future__ import annotations
@@ -19,34 +20,38 @@ from typing import Any
 from beam_pipelines.benchmarks.base import Benchmark, Prediction, accuracy
 from beam_pipelines.benchmarks.vlmevalkit import load_rows
 
-#: VLMEvalKit strips these before looking for a letter (two pairs are concatenated there by
-#: a missing comma; they are kept concatenated, as the benchmark's scorer has them).
+#: VLMEvalKit removes these before looking for a letter (older releases had two pairs run
+#: together by a missing comma, so "Best answer: C" read as B; fixed there, and here).
 ANSWER_PREFIXES = (
     "The best answer is",
     "The correct answer is",
     "The answer is",
     "The answer",
-    "The best option isThe correct option is",
-    "Best answer:Best option:",
+    "The best option is",
+    "The correct option is",
+    "Best answer:",
+    "Best option:",
 )
 CHOICES = ("(A)", "(B)", "(C)", "(D)", "(E)")
 TASKS = ("Perception", "Reasoning")
 
 
 def extract_letter(text: str | None) -> str:
-    """The letter MME-RealWorld reads from an answer; "" when it reads none."""
+    """The letter MME-RealWorld reads from an answer (the text inside `<answer>`); "" when
+    it reads none. VLMEvalKit's quirks are kept, so that figures compare: the prefixes are
+    removed after upper-casing, so they no longer match ("The answer is C" reads as E, the
+    first capital A-E); an empty answer matches every choice's text and reads as A."""
     if text is None:
         return ""
-    s = text.strip()
+    s = text.strip().upper()
     for prefix in ANSWER_PREFIXES:
         s = s.replace(prefix, "")
     if len(s.split()) > 10 and not re.search("[ABCDE]", s):
         return ""
     match = re.search(r"[ABCDE]", s)
     if match is None:
-        stripped = s.strip()
         for choice in CHOICES:
-            if stripped and stripped.lower() in choice.lower():
+            if s.lower() in choice.lower():
                 return choice[1]
         return ""
     return match[0]

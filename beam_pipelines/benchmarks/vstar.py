@@ -1,13 +1,17 @@
-"""V* Bench (`craigwu/vstar_bench`): per-image JSON files, letter match, two categories.
+"""V* Bench: letter match, two categories, from VLMEvalKit's TSV or the original folder.
 
-The benchmark is a folder with one subfolder per category, `direct_attributes` (115
+`VStarBench.tsv` (VLMEvalKit's, `xjtupanda/VStar_Bench`) is what published figures use: one
+row per question with the options in fixed columns `A`-`D` and the `answer` letter; the
+options keep that order, so a run scores as VLMEvalKit does. The original release
+(`craigwu/vstar_bench`) is a folder with one subfolder per category, `direct_attributes` (115
 questions) and `relative_position` (76), each holding images and, beside every image, a JSON
 file with the same stem: `{"question": ..., "options": [...], "target_object": [...],
-"bbox": [...]}` where `options[0]` is the correct answer. The loader shuffles each question's
-options with a seed (the same seed, the same order) so that the answer is not always A, and
-records the letter the correct option landed on. Scoring: the option letter the answer names
-(`records.parse_choice`: the letter, or the option's text) against that letter; accuracy per
-category (`attribute`, `spatial`) and overall over all questions.
+"bbox": [...]}` where `options[0]` is the correct answer; that layout has no letter order of
+its own, so the loader shuffles each question's options with a seed (the same seed, the same
+order; the answer is not always A) and records the letter the correct option landed on
+(figures from it are not comparable letter for letter with VLMEvalKit's). Scoring: the option
+letter the answer names (`records.parse_choice`: the letter, or the option's text) against
+that letter; accuracy per category (`attribute`, `spatial`) and overall.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.agent.records import LETTERS, parse_choice
 from beam_pipelines.benchmarks.base import Benchmark, Prediction, accuracy
+from beam_pipelines.benchmarks.vlmevalkit import load_rows
 from beam_pipelines.io.files import join, normalize, read_bytes
 
 CATEGORIES = {"direct_attributes": "attribute", "relative_position": "spatial"}
@@ -45,6 +50,8 @@ class VStar(Benchmark):
     name = "vstar"
 
     def load(self, input: str, images_dir: str, seed: int) -> list[dict[str, Any]]:
+        if input.endswith(".tsv"):
+            return load_rows(input, images_dir, self.name, self._tsv_job)
         root = normalize(input).rstrip("/")
         files = _json_files(root)
         if not files:
@@ -74,6 +81,19 @@ class VStar(Benchmark):
                 }
             )
         return jobs
+
+    def _tsv_job(self, row: dict[str, str], options: list[str]) -> dict[str, Any]:
+        category = row.get("category", "").strip()
+        return {
+            "question": row["question"],
+            "options": options,
+            "answer": row["answer"].strip(),
+            "meta": {
+                "benchmark": self.name,
+                "index": row["index"].strip(),
+                "category": CATEGORIES.get(category, category or "all"),
+            },
+        }
 
     def score(self, predictions: Sequence[Prediction]) -> dict[str, float]:
         hits: dict[str, list[bool]] = {}

@@ -82,6 +82,25 @@ def test_vstar_loader_shuffles_with_a_seed_and_keeps_the_answer(tmp_path: Path) 
     assert letters == {"A", "B", "C", "D"}
 
 
+def test_vstar_from_vlmevalkits_tsv_keeps_its_fixed_option_order(tmp_path: Path) -> None:
+    image = b64(png(20, 20, (9, 9, 9)))
+    rows = [
+        {"index": "0", "image": image, "question": "Colour of the cup?", "A": "red",
+         "B": "white", "C": "blue", "D": "black", "answer": "B", "category": "direct_attributes"},
+        {"index": "1", "image": "0", "question": "Is the dog left of the cat?", "A": "yes",
+         "B": "no", "C": "", "D": "", "answer": "A", "category": "relative_position"},
+    ]  # fmt: skip
+    tsv = write_tsv(tmp_path / "VStarBench.tsv", rows)
+    bench = get_benchmark("vstar")
+    jobs = bench.load(str(tsv), str(tmp_path / "img"), seed=3)
+    assert [j["options"] for j in jobs] == [["red", "white", "blue", "black"], ["yes", "no"]]
+    assert [j["answer"] for j in jobs] == ["B", "A"]
+    assert bench.load(str(tsv), str(tmp_path / "img"), seed=4) == jobs  # no seed involved
+    assert jobs[1]["image"] == jobs[0]["image"]
+    scores = bench.score([Prediction(jobs[0], "B"), Prediction(jobs[1], "no")])
+    assert scores == {"attribute": 1.0, "spatial": 0.0, "overall": 0.5}
+
+
 def test_vstar_scores_letters_with_the_category_breakdown(tmp_path: Path) -> None:
     jobs = get_benchmark("vstar").load(str(vstar_folder(tmp_path / "v")), str(tmp_path), 0)
     right = [j["answer"] for j in jobs]
@@ -168,14 +187,15 @@ def test_hrbench_averages_fsp_and_fcp_over_cycles(tmp_path: Path) -> None:
 
 
 def test_mme_realworld_letter_extraction_follows_vlmevalkit() -> None:
+    """As VLMEvalKit e8e78f0 reads the text inside <answer>: stripped and upper-cased first."""
     assert extract_letter("B") == "B"
-    assert extract_letter("The best answer is (C).") == "C"
-    assert extract_letter("The answer is E") == "E"
-    assert extract_letter("(d)") == "D"  # no capital: matched against the choices
-    assert extract_letter("Based on the image") == "B"  # the first A-E capital, as there
-    long_text = "the object in the picture is probably some kind of small metal thing here"
-    assert extract_letter(long_text) == ""
+    assert extract_letter(" (c) ") == "C"  # upper-cased, then the first A-E capital
+    assert extract_letter("d") == "D"
+    assert extract_letter("The answer is C") == "E"  # prefixes no longer match: THE -> E
     assert extract_letter("xyz") == ""
+    long_text = "it is probably some kind of small metal thing in the hand of one tourist"
+    assert extract_letter(long_text) == "B"  # the first A-E of the upper-cased text
+    assert extract_letter("") == "A"  # an empty answer matches "(A)" first, as there
     assert extract_letter(None) == ""
 
 
@@ -184,7 +204,7 @@ def test_mme_realworld_loader_and_perception_reasoning_scores(tmp_path: Path) ->
     rows = []
     spec = [
         ("Perception/Monitoring", "A", "A"),
-        ("Perception/Monitoring", "B", "The answer is B"),
+        ("Perception/Monitoring", "B", "b"),
         ("Perception/OCR with Complex Context", "C", "D"),
         ("Reasoning/Autonomous_Driving", "E", "(E) none"),
         (
