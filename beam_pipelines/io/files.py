@@ -1,9 +1,10 @@
 """Small file operations over Beam's FileSystems, with the guarantees the writers rely on.
 
-Every result file is written whole under a unique name: on a local disk through a temporary
-name and an atomic rename, on object stores directly (an object becomes visible only when its
-upload completes). A run killed at any moment therefore leaves only complete files behind,
-which is what makes resume safe.
+Every result file is written whole: on a local disk through a temporary name and an atomic
+rename, on object stores directly (an object becomes visible only when its upload completes).
+A run killed at any moment therefore leaves only complete files behind, which is what makes
+resume safe; writing a file again replaces it whole, which is what makes a retried bundle
+harmless (`outputs.writers` names shards by their content).
 """
 
 from __future__ import annotations
@@ -71,8 +72,3 @@ def write_once(path: str, data: bytes) -> bool:
         return False
     write_bytes(path, data)
     return True
-
-
-def unique_name(prefix: str, suffix: str) -> str:
-    """`<prefix>-<32 hex><suffix>`: shard names that never collide across workers or reruns."""
-    return f"{prefix}-{uuid.uuid4().hex}{suffix}"
