@@ -26,6 +26,7 @@ from typing import Any
 
 from beam_pipelines import annotate
 from beam_pipelines.benchmarks import BENCHMARKS, Prediction, get_benchmark
+from beam_pipelines.benchmarks.judge import ChoiceJudge
 from beam_pipelines.io.files import join, normalize, write_bytes
 from beam_pipelines.outputs.readers import read_answers
 from beam_pipelines.summary import print_summary
@@ -64,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", required=True, help="evaluation folder (local or gs://)")
     parser.add_argument("--samples", type=int, default=1, help="k of Avg@k (%(default)s)")
+    parser.add_argument(
+        "--judge_endpoint",
+        "--judge-endpoint",
+        default=None,
+        help="hrbench4k/8k: a served model (KIND:URL, as annotate's --endpoint) that reads "
+        "answers exact matching cannot, as HR-Bench's evaluation does; exact-match figures "
+        "are reported beside",
+    )
+    parser.add_argument("--judge_model", "--judge-model", default="agent_vlm")
     parser.add_argument(
         "--seed",
         type=int,
@@ -115,7 +125,8 @@ def run(argv: Sequence[str]) -> tuple[EvaluateResult, annotate.AnnotateResult]:
     args, extra = build_parser().parse_known_args(list(argv))
     if args.samples < 1:
         raise ValueError(f"--samples must be at least 1, got {args.samples}")
-    benchmark = get_benchmark(args.benchmark)
+    judge = ChoiceJudge.at(args.judge_endpoint, args.judge_model) if args.judge_endpoint else None
+    benchmark = get_benchmark(args.benchmark, judge)
     root = normalize(args.output).rstrip("/")
     jobs = benchmark.load(args.input, join(root, "benchmark", "images"), args.seed)
     if not jobs:
@@ -129,9 +140,13 @@ def run(argv: Sequence[str]) -> tuple[EvaluateResult, annotate.AnnotateResult]:
         [f"--input={jobs_path}", f"--output={annotations}", *extra], samples=samples
     )
     rows = {r["id"]: r for r in read_answers(result.layout.all_answers_glob())}
-    rounds = [
-        benchmark.score(predictions(jobs, rows, k, args.samples)) for k in range(args.samples)
-    ]
+    try:
+        rounds = [
+            benchmark.score(predictions(jobs, rows, k, args.samples)) for k in range(args.samples)
+        ]
+    finally:
+        if judge is not None:
+            judge.close()
     answered = sum(
         1 for k in range(args.samples) for p in predictions(jobs, rows, k, args.samples) if p.answer
     )

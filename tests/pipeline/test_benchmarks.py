@@ -7,12 +7,16 @@ import base64
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from beam_pipelines.benchmarks import Prediction, get_benchmark
+from beam_pipelines.benchmarks.judge import ChoiceJudge
 from beam_pipelines.benchmarks.mme_realworld import extract_letter
 from beam_pipelines.benchmarks.vstar import shuffled
+from beam_pipelines.model_client.base import Completion, ModelEndpoint
+from beam_pipelines.model_client.channel import ModelChannel
 
 from .helpers import png
 
@@ -181,6 +185,48 @@ def test_hrbench_averages_fsp_and_fcp_over_cycles(tmp_path: Path) -> None:
         "FSP": pytest.approx((0.5 + 0.0) / 2),
         "overall": pytest.approx((2 / 3 + 1 / 2) / 2),
     }
+
+
+class LetterClient:
+    """Answers every request with `reply`, recording the prompts (a pure-logic fake)."""
+
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+        self.prompts: list[str] = []
+
+    def send(self, messages: Any, sampling: Any, timeout_s: float, done: Any) -> None:
+        self.prompts.append(messages[-1]["content"])
+        done(Completion(self.reply, "stop", {"prompt_tokens": 1, "completion_tokens": 1}), None)
+
+    def describe(self, timeout_s: float) -> Any:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        return None
+
+
+def test_hrbench_asks_the_judge_only_what_exact_matching_cannot_read(tmp_path: Path) -> None:
+    tsv = write_tsv(tmp_path / "hr.tsv", hrbench_rows(png()))
+    client = LetterClient(" b.")
+    judge = ChoiceJudge(ModelChannel(ModelEndpoint("judge"), client))
+    jobs = get_benchmark("hrbench4k", judge).load(str(tsv), str(tmp_path / "img"), 0)
+    answers = ["A", "I would say the second one, beta-ish", None, "D"]
+    scores = get_benchmark("hrbench4k", judge).score(
+        [Prediction(j, a) for j, a in zip(jobs, answers, strict=True)]
+    )
+    assert len(client.prompts) == 1  # "A" and "D" matched exactly; no answer asks nothing
+    assert "Answer: I would say the second one" in client.prompts[0]
+    assert "B. beta" in client.prompts[0]
+    # c0: FSP right, FCP right only with the judge; c1: FSP unanswered, FCP right.
+    assert scores["overall"] == pytest.approx((1.0 + 0.5) / 2)
+    assert scores["overall (exact)"] == pytest.approx((0.5 + 0.5) / 2)
+    assert scores["FCP"] == 1.0 and scores["FCP (exact)"] == 0.5
+
+
+def test_a_judge_that_names_no_option_reads_nothing() -> None:
+    for reply in ("Z", "none of them", ""):
+        judge = ChoiceJudge(ModelChannel(ModelEndpoint("judge"), LetterClient(reply)))
+        assert judge.choose("q?", ["yes", "no"], "maybe") is None
 
 
 # -- MME-RealWorld -----------------------------------------------------------------------------
