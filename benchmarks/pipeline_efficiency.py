@@ -49,10 +49,12 @@ from beam_pipelines.model_client.base import (  # noqa: E402
     ModelEndpoint,
     ModelError,
     ModelReply,
+    parse_endpoint,
 )
 from beam_pipelines.model_client.channel import (  # noqa: E402
     ModelChannel,
     ViewCache,
+    client_for,
     complete,
     inline_images,
 )
@@ -72,7 +74,7 @@ TOOLS = ("code",)
 
 @dataclass(frozen=True)
 class Settings:
-    url: str
+    endpoint: str  # KIND:URL, as annotate's --endpoint
     concurrency: int
     max_turns: int
     max_pixels: int
@@ -153,7 +155,8 @@ def run_bare(jobs: Sequence[Job], out: Path, settings: Settings) -> Measured:
     cache = ViewCache()
 
     async def main() -> list[Trajectory]:
-        client = TritonClient(settings.url, MODEL)
+        kind, url = parse_endpoint(settings.endpoint)
+        client = client_for(ModelEndpoint(url, MODEL, kind=kind))
         slots = asyncio.Semaphore(settings.concurrency)
         running = asyncio.get_running_loop()
 
@@ -191,7 +194,8 @@ def run_naive(jobs: Sequence[Job], out: Path, settings: Settings) -> Measured:
     """(c) one job at a time, one turn at a time."""
     store, specs = _context(out, settings)
     runtime = ToolRuntime(TOOLS, 1)
-    channel = ModelChannel(ModelEndpoint(settings.url, MODEL, timeout_s=600, max_in_flight=1))
+    kind, url = parse_endpoint(settings.endpoint)
+    channel = ModelChannel(ModelEndpoint(url, MODEL, timeout_s=600, max_in_flight=1, kind=kind))
     cache = ViewCache()
     trajectories = []
     begun = time.monotonic()
@@ -217,7 +221,7 @@ def run_pipeline(corpus: Path, out: Path, settings: Settings) -> Measured:
         [
             f"--input={corpus}",
             f"--output={out}",
-            f"--triton_url={settings.url}",
+            f"--endpoint={settings.endpoint}",
             f"--max_in_flight={settings.concurrency}",
             f"--max_turns={settings.max_turns}",
             f"--tool_workers={settings.tool_workers}",
@@ -227,8 +231,8 @@ def run_pipeline(corpus: Path, out: Path, settings: Settings) -> Measured:
         ]
     )
     wall_s = time.monotonic() - started
-    s = result.summary
-    return Measured("pipeline", s.finished, s.answered, s.correct, wall_s)
+    counts = result.summary.counts
+    return Measured("pipeline", counts.finished, counts.answered, counts.correct, wall_s)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -258,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if budget is None:
             raise SystemExit(f"{url} states no image budget for {MODEL}")
         settings = Settings(
-            url,
+            f"triton:{url}",
             args.concurrency,
             args.max_turns,
             budget.max_pixels,
