@@ -355,13 +355,15 @@ class Sandbox:
         worker = self._take(launcher)
         try:
             raw = worker.run(job, limits, self.config.startup_timeout_s)
+            if raw.startup_failed:
+                raise ToolUnavailableError(
+                    f"a sandbox did not become ready within {self.config.startup_timeout_s:g} s"
+                )
+            # Checked before the worker is retired: the replacement's start-up (the pool
+            # thread) would compete with the image check for the CPU.
+            return _interpret(raw, limits, launcher.protection, time.monotonic() - started)
         finally:
             self._retire(worker)
-        if raw.startup_failed:
-            raise ToolUnavailableError(
-                f"a sandbox did not become ready within {self.config.startup_timeout_s:g} s"
-            )
-        return _interpret(raw, limits, launcher.protection, time.monotonic() - started)
 
     def _job_limits(self, limits: SandboxLimits, launcher: Launcher) -> dict[str, Any]:
         values = {f.name: getattr(limits, f.name) for f in fields(limits)}

@@ -577,23 +577,39 @@ def _tree_usage(folder: str) -> tuple[int, int]:
     return used, entries
 
 
+#: Processes of an idle bubblewrap sandbox: bwrap, its pid-1 reaper, the runner.
+_BWRAP_BASE_PROCESSES = 3
+
+
 def _tree_memory(pid: int) -> int:
-    """Proportional set size, in bytes, of ``pid`` and all its descendants."""
-    total, stack, seen = 0, [pid], set()
+    """Proportional set size, in bytes, of ``pid`` and all its descendants; 0 while the code
+    has started no process (the runner's own address-space limit is then the total).
+
+    Reading ``smaps_rollup`` takes the target's memory-map lock, which slows a process that
+    is faulting pages in; the common case of no extra process reads none.
+    """
+    pids, stack = [], [pid]
     while stack:
         current = stack.pop()
-        if current in seen:
+        if current in pids:
             continue
-        seen.add(current)
+        pids.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as handle:
+                    stack += [int(child) for child in handle.read().split()]
+        except (OSError, ValueError):
+            continue
+    if len(pids) <= _BWRAP_BASE_PROCESSES:
+        return 0
+    total = 0
+    for current in pids:
         try:
             with open(f"/proc/{current}/smaps_rollup") as handle:
                 for line in handle:
                     if line.startswith("Pss:"):
                         total += int(line.split()[1]) * 1024
                         break
-            for task in os.listdir(f"/proc/{current}/task"):
-                with open(f"/proc/{current}/task/{task}/children") as handle:
-                    stack += [int(child) for child in handle.read().split()]
         except (OSError, ValueError):
             continue
     return total
