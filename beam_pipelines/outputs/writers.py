@@ -16,7 +16,7 @@ name and a rename, or one upload). A retried bundle that flushes the same result
 writes the same objects again, replacing them: it adds no row, and no reader ever sees half a
 shard.
 
-Each result is turned into its rows as it arrives: one whose trace or answer row cannot be
+Each result is turned into its rows one at a time: one whose trace or answer row cannot be
 written (text that is not valid Unicode, a value the schema refuses) becomes its job's
 `unwritable_result` failure row instead of failing the bundle. Failure rows that hold text no
 UTF-8 writer accepts (a line that was not UTF-8, a lone surrogate) are written with JSON's
@@ -46,6 +46,7 @@ from beam_pipelines import progress
 from beam_pipelines.agent.records import (
     FailedJob,
     Failure,
+    Job,
     Trajectory,
     answer_row,
     answer_schema,
@@ -86,9 +87,9 @@ def _gzip(lines: list[bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def _parquet(rows: list[dict[str, Any]]) -> bytes:
+def _parquet(table: pa.Table) -> bytes:
     buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows, schema=answer_schema()), buffer)
+    pq.write_table(table, buffer)
     return buffer.getvalue()
 
 
@@ -127,7 +128,7 @@ class WriteResults(beam.DoFn):
         # (id, line) of each trace; answer rows and failures wait for their trace's shard name.
         self._traces: list[tuple[str, bytes]] = []
         self._failures: list[tuple[Failure, bool]] = []
-        self._answers: list[dict[str, Any]] = []
+        self._answers: list[tuple[dict[str, Any], Job]] = []
         self._opened = time.monotonic()
 
     def process(self, result: Result) -> Iterable[None]:
@@ -172,26 +173,25 @@ class WriteResults(beam.DoFn):
     def _add_answer(self, trajectory: Trajectory) -> None:
         error = self._add_trace(trajectory)
         if error is not None:
-            self._unwritable_result(trajectory, error, traced=False)
+            self._unwritable_result(trajectory.job, trajectory.status, error, traced=False)
             return
         try:
             row = answer_row(trajectory, None)
-            pa.Table.from_pylist([row], schema=answer_schema())  # the schema takes it
         except Exception as e:  # this job's row only, never the bundle
-            self._unwritable_result(trajectory, e, traced=True)
+            self._unwritable_result(trajectory.job, trajectory.status, e, traced=True)
             return
-        self._answers.append(row)
-        self._count_answer(row)
+        self._answers.append((row, trajectory.job))
 
-    def _unwritable_result(self, trajectory: Trajectory, error: Exception, traced: bool) -> None:
+    def _unwritable_result(self, job: Job, status: str, error: Exception, traced: bool) -> None:
         self._unwritable.inc()
         failure = Failure(
-            input=trajectory.job.to_dict(),
+            input=job.to_dict(),
             stage=WRITE_STAGE,
             error_class="unwritable_result",
-            message=f"the job's {trajectory.status} result cannot be written: "
-            f"{type(error).__name__}: {error}"[:2000],
-            id=trajectory.job.id,
+            message=f"the job's {status} result cannot be written: {type(error).__name__}: {error}"[
+                :2000
+            ],
+            id=job.id,
         )
         self._failures.append((failure, traced))
         self._failed.inc()
@@ -224,6 +224,7 @@ class WriteResults(beam.DoFn):
             return
         # Traces before the rows that point at them; answers last (they mark jobs done).
         shard = join(self._layout.traces_dir, shard_name([i for i, _ in self._traces], ".jsonl.gz"))
+        answers = self._answer_table(shard)  # rows the schema refuses join the failures
         if self._traces:
             write_bytes(shard, _gzip([line for _, line in self._traces]))
             self._shards.inc()
@@ -239,9 +240,30 @@ class WriteResults(beam.DoFn):
             name = shard_name([line.decode("utf-8") for line in lines], ".jsonl")
             write_bytes(join(self._layout.failures_dir, name), b"".join(lines))
             self._shards.inc()
-        if self._answers:
-            rows = [{**row, "trace_uri": trace_uri(shard, row["id"])} for row in self._answers]
-            name = shard_name([row["id"] for row in rows], ".parquet")
-            write_bytes(join(self._layout.answers_dir, name), _parquet(rows))
+        if answers.num_rows:
+            name = shard_name(answers.column("id").to_pylist(), ".parquet")
+            write_bytes(join(self._layout.answers_dir, name), _parquet(answers))
             self._shards.inc()
         self._reset()
+
+    def _answer_table(self, shard: str) -> pa.Table:
+        """The buffered answer rows as one table; only when the schema refuses the batch is
+        each row tried alone (one at a time costs a hundred times more), and a row it refuses
+        becomes its job's `unwritable_result` failure."""
+        rows = [{**row, "trace_uri": trace_uri(shard, row["id"])} for row, _ in self._answers]
+        try:
+            table = pa.Table.from_pylist(rows, schema=answer_schema())
+        except Exception:
+            kept = []
+            for row, (_, job) in zip(rows, self._answers, strict=True):
+                try:
+                    pa.Table.from_pylist([row], schema=answer_schema())
+                except Exception as e:
+                    self._unwritable_result(job, row["status"], e, traced=True)
+                    continue
+                kept.append(row)
+            rows = kept
+            table = pa.Table.from_pylist(rows, schema=answer_schema())
+        for row in rows:
+            self._count_answer(row)
+        return table
