@@ -17,7 +17,10 @@ time. Each call is still a fresh, isolated process; the pool only moves the star
 call. Writes ``benchmarks/results/sandbox.json`` and prints a one-line summary.
 
     python benchmarks/sandbox.py                  # auto protection (bubblewrap when usable)
-    python benchmarks/sandbox.py --protection fallback --calls 50
+    python benchmarks/sandbox.py --protection fallback --calls 50   # Landlock + seccomp
+
+Both protections put up their kernel walls (seccomp; Landlock in the fallback) and the parent
+checks every returned PNG in full, so those costs are in the warm figures.
 """
 
 from __future__ import annotations
@@ -169,6 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
             "load_average": [round(v, 2) for v in os.getloadavg()],
+            "parent_uid": os.geteuid(),  # root parents lease a uid per sandbox
         },
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -725,6 +725,7 @@ def main() -> None:
     sys.path.extend(json.loads(sys.argv[3]))  # site-packages, for a copied interpreter
     from PIL import Image
 
+    from tools.base import ToolUnavailableError
     from tools.sandbox import Sandbox
 
     buffer = io.BytesIO()
@@ -772,8 +773,12 @@ def main() -> None:
     )
     report: dict[str, object] = {}
     try:
-        report["_meta"] = {"protection": sandbox.protection, "details": sandbox.details,
-                           "uid": os.getuid()}  # fmt: skip
+        try:
+            report["_meta"] = {"protection": sandbox.protection, "details": sandbox.details,
+                               "uid": os.getuid()}  # fmt: skip
+        except ToolUnavailableError as error:  # this machine does not offer the mode
+            print(json.dumps({"_unavailable": str(error)}))
+            return
         hook_check = sandbox.run(UNHOOK + "say('hook down')", image)
         report["_unhook"] = hook_check.stdout + (hook_check.reason or "")
         for name in names:
