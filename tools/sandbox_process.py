@@ -21,6 +21,7 @@ import select
 import selectors
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -192,8 +193,15 @@ def _reachable(path: str) -> bool:
     return True
 
 
-#: Where ``shared_interpreter`` puts its copies (root-owned, mode 0755).
+#: Where ``shared_interpreter`` puts its copies (root-owned, mode 0755); where ``/var/cache``
+#: is read-only (a read-only root file system), ``tools-sandbox`` in the temporary folder.
 COPY_ROOT = "/var/cache/tools-sandbox"
+
+
+def _copy_root() -> str:
+    if os.access(os.path.dirname(COPY_ROOT), os.W_OK):
+        return COPY_ROOT
+    return os.path.join(tempfile.gettempdir(), "tools-sandbox")
 
 
 @functools.cache
@@ -220,9 +228,10 @@ def shared_interpreter() -> Interpreter:
         if name in ("site-packages", "dist-packages")
     } - set(sites)
     key = f"{sys.version}|{executable}|{'|'.join(sources)}"
-    root = os.path.join(COPY_ROOT, f"python-{hashlib.sha256(key.encode()).hexdigest()[:16]}")
+    folder = _copy_root()
+    root = os.path.join(folder, f"python-{hashlib.sha256(key.encode()).hexdigest()[:16]}")
     if not os.path.isdir(root):
-        _make_copy(root, sources, skip)
+        _make_copy(folder, root, sources, skip)
 
     def inside(path: str) -> str:
         covered = any(path == d or path.startswith(d + "/") for d in sources)
@@ -238,12 +247,12 @@ def shared_interpreter() -> Interpreter:
     )
 
 
-def _make_copy(root: str, sources: list[str], skip: set[str]) -> None:
-    os.makedirs(COPY_ROOT, mode=0o755, exist_ok=True)
-    info = os.stat(COPY_ROOT)
-    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
-        raise PermissionError(f"{COPY_ROOT} must be this user's and not writable by others")
-    building = tempfile.mkdtemp(prefix=".building-", dir=COPY_ROOT)
+def _make_copy(folder: str, root: str, sources: list[str], skip: set[str]) -> None:
+    os.makedirs(folder, mode=0o755, exist_ok=True)
+    info = os.lstat(folder)  # in /tmp, another user may have made it first: then refused
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise PermissionError(f"{folder} must be this user's and not writable by others")
+    building = tempfile.mkdtemp(prefix=".building-", dir=folder)
     try:
         for source in sources:
             for folder, names, files in os.walk(source):

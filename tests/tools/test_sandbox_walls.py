@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
+import subprocess
+import tempfile
 
 import pytest
 from PIL import Image
 
 import tools.sandbox
+from tools import sandbox_process
 from tools.base import ToolUnavailableError
 from tools.sandbox import Sandbox
 from tools.sandbox_walls import landlock_abi, seccomp_supported
@@ -54,3 +58,25 @@ def test_without_kernel_walls_the_tool_refuses_unless_opted_in(monkeypatch):
         outcome = unsafe.run("import os\nprint(os.getuid())", image())
     assert outcome.ok and outcome.protection == "unconfined"
     assert int(outcome.stdout) != 0  # still never root
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: run the tests as root")
+def test_the_interpreter_copy_runs_as_an_unprivileged_user(monkeypatch):
+    folder = tempfile.mkdtemp(prefix="copy-test-")
+    os.chmod(folder, 0o755)
+    monkeypatch.setattr(sandbox_process, "COPY_ROOT", os.path.join(folder, "copies"))
+    sandbox_process.shared_interpreter.cache_clear()
+    try:
+        copy = sandbox_process.shared_interpreter()
+        code = f"import sys\nsys.path += {list(copy.paths)!r}\nimport numpy, PIL\nprint('ran')"
+        done = subprocess.run(
+            ["setpriv", "--reuid=64177", "--regid=64177", "--clear-groups", "--",
+             copy.executable, "-I", "-c", code],
+            env={"LD_LIBRARY_PATH": copy.library_path}, capture_output=True, text=True,
+            timeout=60,
+        )  # fmt: skip
+        assert done.stdout == "ran\n", done.stderr
+        assert copy.copied and all(os.path.isdir(d) for d in copy.dirs)
+    finally:
+        sandbox_process.shared_interpreter.cache_clear()
+        shutil.rmtree(folder)
