@@ -11,10 +11,12 @@ built from the tool classes and their settings by ``tools.registry.tool_specs``)
 parser checks only the turn's grammar and that the tool is enabled. The arguments are checked
 once, against the tool's schema, where the call is run (``tools.registry.run_tool``).
 
-Two protocols exist:
+Three protocols exist:
 
 - ``r1v4`` (default): Skywork-R1V4. Its texts are FROZEN (docs/architecture.md): the embedded
   tiny model was trained on them, and ``tests/agent/test_prompts_golden.py`` pins them.
+- ``r1v4-release``: the same turns, prompted with the system prompt of the R1V4 report's Table 1
+  (the released wording, for R1V4 itself; ``tests/agent/test_r1v4_release.py`` pins it).
 - ``zoom``: DeepEyes / Qwen function calling with ``image_zoom_in_tool``, whose header states
   the tool's coordinate convention (its ``coordinates`` setting).
 
@@ -159,6 +161,10 @@ class TaggedProtocol(AgentProtocol):
                 "Your reply was empty. Reply with <think>your reasoning</think> followed by "
                 "either <tool_call>...</tool_call> or <answer>...</answer>."
             )
+        if body.startswith("</think>") and "</think>" in body[len("</think>") :]:
+            # R1V4 sometimes opens its reasoning with </think> (the R1V4 report, Figures 5-7);
+            # a second </think> closing it leaves no doubt about what was meant.
+            body = "<think>" + body[len("</think>") :]
         if not body.startswith("<think>"):
             raise _Unparsable(
                 "Your reply must start with <think>: put your reasoning inside "
@@ -344,6 +350,15 @@ class R1V4(TaggedProtocol):
         "web_content": ("web_visit", _reader("urls")),
     }
 
+    #: How the output-format lines are introduced and marked, and the answer line's content.
+    formats_heading: ClassVar[str] = "Output formats:"
+    format_bullet: ClassVar[str] = ""
+    answer_placeholder: ClassVar[str] = "..."
+
+    def tool_line(self, spec: ToolSpec) -> tuple[str, dict[str, Any]]:
+        """A tool's numbered line (without its number) and its output-format arguments."""
+        return _r1v4_line(spec), example_arguments(spec.parameters, optional=True)
+
     def system_prompt(self, tools: Sequence[ToolSpec]) -> str:
         specs = _ordered(tools, self.known_tools)
         if not specs:
@@ -362,17 +377,19 @@ class R1V4(TaggedProtocol):
         ]
         formats = []
         for number, spec in enumerate(specs, start=1):
-            lines.append(f"{number}. {_r1v4_line(spec)}")
-            example = example_arguments(spec.parameters, optional=True)
+            line, example = self.tool_line(spec)
+            lines.append(f"{number}. {line}")
             call = json.dumps({"name": spec.name, "arguments": example}, ensure_ascii=False)
-            formats.append(f"<think>...</think><tool_call>{call}</tool_call>")
+            formats.append(f"{self.format_bullet}<think>...</think><tool_call>{call}</tool_call>")
         lines.append(
             "All search results, webpage contents, or code execution outputs will be placed "
             "within <observation>...</observation> and returned to you."
         )
-        lines.append("Output formats:")
+        lines.append(self.formats_heading)
         lines += formats
-        lines.append("<think>...</think><answer>...</answer>")
+        lines.append(
+            f"{self.format_bullet}<think>...</think><answer>{self.answer_placeholder}</answer>"
+        )
         lines.append(
             "YOU MUST include your reasoning within <think>...</think> before taking any action."
         )
@@ -409,6 +426,56 @@ def _ordered(specs: Iterable[ToolSpec], known: Sequence[str]) -> list[ToolSpec]:
     specs = list(specs)
     rank = {name: i for i, name in enumerate(known)}
     return sorted(specs, key=lambda s: (rank.get(s.name, len(rank)), specs.index(s)))
+
+
+# --------------------------------------------------------------------------------------------
+# r1v4-release
+
+#: The R1V4 report's Table 1 ("System Prompt for Think with Image and Search Tasks"): each
+#: tool's numbered line and the arguments of its output-format line, in the table's order.
+#: The table's typesetting lost the JSON braces of the format lines (its Figures 6 and 7
+#: show them) and turned ``'`` into a typographic apostrophe; both are restored here.
+_TABLE_1: dict[str, tuple[str, dict[str, Any]]] = {
+    "image_search": (
+        "Image search. This will trigger a Google Lens search using the image to retrieve "
+        "relevant information.",
+        {"image_paths": ["local image path 1", "local image path 2"]},
+    ),
+    "text_search": (
+        "Text search. This will trigger a Google Search using a carefully crafted query.",
+        {"queries": ["your search query 1", "your search query 2"]},
+    ),
+    "web_visit": (
+        "Web content. This will fetch the detailed webpage content for you to use as "
+        "additional information.",
+        {"urls": ["target url 1", "target url 2"]},
+    ),
+    "code": (
+        "Code execution. You can write Python code inside <code>...</code> to perform image "
+        "operations (such as cropping, resizing, rotating, color adjustment, denoising, "
+        "enhancement, etc.) before further processing.",
+        {"code": "your python code here"},
+    ),
+}
+
+
+class R1V4Release(R1V4):
+    """R1V4's turns prompted with the released system prompt (the R1V4 report, Table 1).
+
+    With all four tools the prompt is Table 1's text. With fewer, it keeps the enabled tools'
+    lines, renumbered; a tool Table 1 does not know is listed after them from its header, as
+    ``r1v4`` lists it. Without tools it is ``r1v4``'s prompt: R1V4 released none for that case.
+    The user turn, the parser and the observations are ``r1v4``'s.
+    """
+
+    name = "r1v4-release"
+    known_tools = tuple(_TABLE_1)
+    formats_heading = "Output format options:"
+    format_bullet = "- "
+    answer_placeholder = "your answer here"
+
+    def tool_line(self, spec: ToolSpec) -> tuple[str, dict[str, Any]]:
+        return _TABLE_1.get(spec.name) or super().tool_line(spec)
 
 
 # --------------------------------------------------------------------------------------------
@@ -480,7 +547,11 @@ class Zoom(TaggedProtocol):
 
 # --------------------------------------------------------------------------------------------
 
-PROTOCOLS: dict[str, type[AgentProtocol]] = {R1V4.name: R1V4, Zoom.name: Zoom}
+PROTOCOLS: dict[str, type[AgentProtocol]] = {
+    R1V4.name: R1V4,
+    R1V4Release.name: R1V4Release,
+    Zoom.name: Zoom,
+}
 DEFAULT_PROTOCOL = R1V4.name
 
 
