@@ -18,6 +18,7 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from beam_pipelines.agent.protocols import PROTOCOLS as PROTOCOL_CLASSES
 from beam_pipelines.io.files import normalize, read_bytes
 from beam_pipelines.model_client.base import (
     ImageBudget,
@@ -30,7 +31,7 @@ from tools.registry import build_tools
 #: The in-process portable runner: the DirectRunner's Prism path downloads a Go binary and
 #: cannot run offline, while FnApiRunner runs the same portable graph inside this process.
 DEFAULT_RUNNER = "FnApiRunner"
-PROTOCOLS = ("r1v4", "zoom")
+PROTOCOLS = tuple(PROTOCOL_CLASSES)
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -203,8 +204,14 @@ def parse_tools(value: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in value.split(",") if t.strip())
 
 
-#: Tools enabled when `--tools` is not given: R1V4's General mode, and zoom's fixed tool.
-DEFAULT_TOOLS = {"r1v4": ("code",), "zoom": ("image_zoom_in_tool",)}
+#: Tools enabled when `--tools` is not given: R1V4's General mode, its released DeepResearch
+#: prompt's four, and zoom's fixed tool.
+DEFAULT_TOOLS = {
+    "r1v4": ("code",),
+    # the released DeepResearch prompt: every tool, in its Table 1 order
+    "r1v4-release": ("image_search", "text_search", "web_visit", "code"),
+    "zoom": ("image_zoom_in_tool",),
+}
 DEFAULT_SAMPLING = {"max_tokens": 1024, "temperature": 0.0}
 #: Setting names that would hold a secret (`api_key_env` names a variable, it holds none).
 _SECRET_SETTING = re.compile(r"(?:^|_)(?:api_?key|key|token|secret|password|credentials?)(?:$|_)")
