@@ -106,27 +106,28 @@ def test_our_client_and_the_official_one_agree_on_the_wire(gateway: Callable[...
     assert isinstance(reply, ModelReply)
     assert reply.text == f"<think>calling</think><tool_call>{CALL}</tool_call>"
     assert reply.usage["completion_tokens"] == official.usage.completion_tokens
-    assert info.label == "openai:agent_vlm" and info.max_pixels is None
+    assert info.label == "openai:agent_vlm" and info.budget is None  # such servers state none
 
 
 @pytest.mark.integration
 def test_many_requests_in_flight_over_one_connection_pool(gateway: Callable[..., str]) -> None:
-    url = gateway("scripted:call,delay_s=0.2", "--max-in-flight", "64")
-    ours = channel(url, max_in_flight=32)
+    # Each reply takes 1 s: one after another, 24 would take 24 s; the deadline (8 s) holds
+    # only if they wait at once, over the client's pool of connections.
+    url = gateway("scripted:call,delay_s=1", "--max-in-flight", "64")
+    ours = channel(url, max_in_flight=24, timeout_s=8)
     replies: list[Any] = []
     try:
         threads = [
             threading.Thread(target=lambda: replies.append(complete(ours, MESSAGES, {})))
-            for _ in range(32)
+            for _ in range(24)
         ]
         for t in threads:
             t.start()
         for t in threads:
-            t.join(10)
+            t.join(30)
     finally:
         ours.close()
-    assert len(replies) == 32 and all(isinstance(r, ModelReply) for r in replies)
-    assert max(r.latency_s for r in replies) < 2.0  # concurrent, not 32 x 0.2 s in a row
+    assert len(replies) == 24 and all(isinstance(r, ModelReply) for r in replies), replies
 
 
 @pytest.mark.integration
