@@ -1,4 +1,6 @@
-"""`format`: every assistant turn parses under the trajectory's protocol."""
+"""`format`: every assistant turn parses under the trajectory's protocol and opens with
+`<think>` (the parser also reads R1V4's habit of opening with `</think>` after an
+observation, but training data keeps the canonical form, as R1V4's own format filter does)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ class FormatValid(TrajectoryFilter):
             parsed = protocol.parse(content if isinstance(content, str) else "", traj.tools)
             if parsed.error is not None:
                 return f"turn {number}: {parsed.error}"
+            if not str(content).lstrip().startswith("<think>"):
+                return f"turn {number}: does not open with <think>"
             if not parsed.think:
                 return f"turn {number}: empty reasoning"
         return None

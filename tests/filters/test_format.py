@@ -18,3 +18,7 @@ def test_format_filter(tmp_path: Path) -> None:
     # A turn that parses but reasons about nothing.
     empty = say(started(tmp_path), "<think></think><answer>B</answer>")
     assert FormatValid().check(empty) == "turn 1: empty reasoning"
+    # R1V4 may open a turn with </think>: the parser reads it, training data does not keep it.
+    opened = say(started(tmp_path), "</think>I see it, a B.</think><answer>B</answer>")
+    assert opened.format_errors == 0
+    assert FormatValid().check(opened) == "turn 1: does not open with <think>"
