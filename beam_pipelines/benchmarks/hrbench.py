@@ -19,7 +19,7 @@ from typing import Any
 from beam_pipelines.agent.records import parse_choice
 from beam_pipelines.benchmarks.base import Benchmark, Prediction, accuracy
 from beam_pipelines.benchmarks.judge import ChoiceJudge
-from beam_pipelines.benchmarks.vlmevalkit import load_rows
+from beam_pipelines.benchmarks.vlmevalkit import load_rows, mcq_job
 
 #: Task labels as the paper names them; the TSVs spell them in either way.
 TASKS = {"fsp": "FSP", "single": "FSP", "fcp": "FCP", "cross": "FCP"}
@@ -33,17 +33,13 @@ class HRBench(Benchmark):
     def load(self, input: str, images_dir: str, seed: int) -> list[dict[str, Any]]:
         def to_job(row: dict[str, str], options: list[str]) -> dict[str, Any]:
             category = row.get("category", "").strip()
-            return {
-                "question": row["question"],
-                "options": options,
-                "answer": row["answer"].strip(),
-                "meta": {
-                    "benchmark": self.name,
-                    "index": row["index"].strip(),
-                    "category": TASKS.get(category.lower(), category),
-                    "cycle_category": row.get("cycle_category", "").strip(),
-                },
-            }
+            return mcq_job(
+                row,
+                options,
+                self.name,
+                category=TASKS.get(category.lower(), category),
+                cycle_category=row.get("cycle_category", "").strip(),
+            )
 
         return load_rows(input, images_dir, self.name, to_job)
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from beam_pipelines.benchmarks.base import Benchmark, Prediction, accuracy
-from beam_pipelines.benchmarks.vlmevalkit import load_rows
+from beam_pipelines.benchmarks.vlmevalkit import load_rows, mcq_job
 
 #: VLMEvalKit removes these before looking for a letter (older releases had two pairs run
 #: together by a missing comma, so "Best answer: C" read as B; fixed there, and here).
@@ -69,17 +69,13 @@ class MMERealWorld(Benchmark):
 
     def load(self, input: str, images_dir: str, seed: int) -> list[dict[str, Any]]:
         def to_job(row: dict[str, str], options: list[str]) -> dict[str, Any]:
-            return {
-                "question": row["question"],
-                "options": _options(row, options),
-                "answer": row["answer"].strip(),
-                "meta": {
-                    "benchmark": self.name,
-                    "index": row["index"].strip(),
-                    "category": row["category"].strip(),
-                    "l2_category": (row.get("l2-category") or "").strip(),
-                },
-            }
+            return mcq_job(
+                row,
+                _options(row, options),
+                self.name,
+                category=row["category"].strip(),
+                l2_category=(row.get("l2-category") or "").strip(),
+            )
 
         return load_rows(input, images_dir, self.name, to_job)
 

@@ -47,6 +47,17 @@ def decode_image(field: str) -> bytes:
         raise ValueError(f"the image field is neither base64 nor an index: {e}") from None
 
 
+def mcq_job(row: dict[str, str], options: list[str], benchmark: str, **meta: str) -> dict[str, Any]:
+    """A row as a multiple-choice job (without `id`/`image`): its question, options and answer
+    letter; `meta` holds the benchmark, the row's index and what its scorer needs."""
+    return {
+        "question": row["question"],
+        "options": options,
+        "answer": row["answer"].strip(),
+        "meta": {"benchmark": benchmark, "index": row["index"].strip(), **meta},
+    }
+
+
 def load_rows(path: str, images_dir: str, prefix: str, to_job: Any) -> list[dict[str, Any]]:
     """Every row as a job (`to_job(row, options) -> dict` without `id`/`image`), its image
     written under `images_dir` (`<index>.<ext>`); references resolve to the row they name."""

@@ -25,7 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.agent.records import LETTERS, parse_choice
 from beam_pipelines.benchmarks.base import Benchmark, Prediction, accuracy
-from beam_pipelines.benchmarks.vlmevalkit import load_rows
+from beam_pipelines.benchmarks.vlmevalkit import load_rows, mcq_job
 from beam_pipelines.io.files import join, normalize, read_bytes
 
 CATEGORIES = {"direct_attributes": "attribute", "relative_position": "spatial"}
@@ -84,16 +84,9 @@ class VStar(Benchmark):
 
     def _tsv_job(self, row: dict[str, str], options: list[str]) -> dict[str, Any]:
         category = row.get("category", "").strip()
-        return {
-            "question": row["question"],
-            "options": options,
-            "answer": row["answer"].strip(),
-            "meta": {
-                "benchmark": self.name,
-                "index": row["index"].strip(),
-                "category": CATEGORIES.get(category, category or "all"),
-            },
-        }
+        return mcq_job(
+            row, options, self.name, category=CATEGORIES.get(category, category or "all")
+        )
 
     def score(self, predictions: Sequence[Prediction]) -> dict[str, float]:
         hits: dict[str, list[bool]] = {}
