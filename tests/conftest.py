@@ -36,6 +36,15 @@ def pytest_terminal_summary(terminalreporter: Any) -> Iterator[None]:
         )
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """One torch CPU thread for the tests' models, all tiny: on a machine whose cores are
+    shared, torch's default pool (a thread per core, spinning while it waits) made the model
+    tests take three times the CPU and up to five times the wall time of one thread."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="module")
 def gcs_emulator() -> Iterator[Any]:
     """A storage client of an in-memory gcp-storage-emulator on 127.0.0.1, for one module.

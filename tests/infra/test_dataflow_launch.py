@@ -24,6 +24,9 @@ from .conftest import REPO_ROOT
 MAIN = REPO_ROOT / "infra" / "dataflow" / "main.py"
 BUCKET = "agent-vlm-test"
 
+#: Every test starts the GCS emulator (the `launch` fixture) and runs a pipeline launch.
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def launch(gcs_emulator: Any, tmp_path: Path) -> dict[str, str]:

@@ -92,6 +92,7 @@ def test_schemes_nothing_reads_are_unsupported(uri: str) -> None:
     assert error_class(PUBLIC_IMAGES, uri) == "unsupported_uri"
 
 
+@pytest.mark.integration  # a loopback HTTP server
 def test_an_http_image_is_fetched_through_the_guard(web: Loopback) -> None:
     allowed = ImageSource(allow_hosts=["127.0.0.1"], max_bytes=4096)
     assert allowed.read(f"{web.url}/cup.png") == IMAGE
@@ -103,6 +104,7 @@ def test_an_http_image_is_fetched_through_the_guard(web: Loopback) -> None:
     assert error_class(allowed, f"{web.url}/broken") == "image_unreadable"
 
 
+@pytest.mark.integration  # a loopback HTTP server
 def test_private_loopback_and_metadata_addresses_are_refused(web: Loopback) -> None:
     allowed = ImageSource(allow_hosts=["127.0.0.1"])
     # A redirect from an allowed host into the private network or to the metadata service is
