@@ -76,7 +76,6 @@ from tools.sandbox_process import (
     fallback_launcher,
     host_interpreter,
     kernel_walls_problem,
-    own_task_count,
     shared_interpreter,
 )
 
@@ -288,7 +287,8 @@ class Sandbox:
         A root parent's sandbox always runs under a leased uid: when that uid cannot run this
         interpreter (a pyenv under ``/root``), a world-readable copy is made and used.
         """
-        launcher = fallback_launcher(protection, privileged, host_interpreter())
+        extra = None if privileged else self.config.limits.max_processes
+        launcher = fallback_launcher(protection, privileged, host_interpreter(), extra)
         problem = self._probe(launcher)
         if problem is not None and privileged:
             try:
@@ -367,9 +367,8 @@ class Sandbox:
 
     def _job_limits(self, limits: SandboxLimits, launcher: Launcher) -> dict[str, Any]:
         values = {f.name: getattr(limits, f.name) for f in fields(limits)}
-        if not launcher.own_uid and launcher.protection != "bubblewrap":
-            # Same uid as this process: RLIMIT_NPROC counts all of the user's tasks.
-            values["max_processes"] = own_task_count() + limits.max_processes
+        if launcher.nproc_above_user is not None:
+            values["max_processes"] = None  # set by the runner at its start (see Launcher)
         return values
 
     def warm(self) -> None:

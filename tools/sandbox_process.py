@@ -72,6 +72,10 @@ class Launcher:
     own_uid: bool  # each sandbox gets a leased uid and the runner drops to it (root only)
     network_isolated: bool
     interpreter: Interpreter = field(default_factory=lambda: host_interpreter())
+    #: A fallback with this process's uid: the runner sets RLIMIT_NPROC to the user's task
+    #: count at its start plus this (the limit counts all of the user's tasks). Counted by
+    #: the runner while it waits in the pool, not when a call comes.
+    nproc_above_user: int | None = None
 
     @property
     def walls(self) -> bool:
@@ -107,6 +111,8 @@ class Launcher:
             # hook's read allowlist.
             readable = json.dumps([*SYSTEM_DIRS, *self.interpreter.dirs])
             argv += ["--fallback", "1", "--parent", str(os.getpid()), "--readable", readable]
+        if self.nproc_above_user is not None:
+            argv += ["--nproc-above-user", str(self.nproc_above_user)]
         if self.walls:
             argv += ["--walls", WALLS_SOURCE]
         if probe:
@@ -363,14 +369,16 @@ def _unshare_net_works() -> bool:
     return _unshare_ok
 
 
-def fallback_launcher(protection: str, own_uid: bool, interpreter: Interpreter) -> Launcher:
+def fallback_launcher(
+    protection: str, own_uid: bool, interpreter: Interpreter, nproc_above_user: int | None = None
+) -> Launcher:
     """``"fallback"`` (Landlock and seccomp) or ``"unconfined"`` (the explicit opt-in)."""
     prefix: tuple[str, ...] = ()
     if os.geteuid() == 0 and _unshare_net_works():
         # As root: also a new network namespace (nothing but a down loopback).
         prefix = (shutil.which("unshare") or "unshare", "--net", "--")
     isolated = bool(prefix) or protection == "fallback"  # seccomp refuses every socket
-    return Launcher(protection, prefix, own_uid, isolated, interpreter)
+    return Launcher(protection, prefix, own_uid, isolated, interpreter, nproc_above_user)
 
 
 def kernel_walls_problem() -> str | None:
@@ -490,24 +498,6 @@ def _kill_uid(uid: int) -> bool:
             return True
         time.sleep(0.02 * (attempt + 1))
     return False
-
-
-def own_task_count() -> int:
-    """Threads of all processes of this user (what RLIMIT_NPROC counts)."""
-    total = 0
-    me = str(os.getuid())
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/status") as status:
-                text = status.read()
-        except OSError:
-            continue
-        lines = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-        if lines.get("Uid", "").split()[:1] == [me]:
-            total += int(lines.get("Threads", "1").strip() or 1)
-    return total
 
 
 # --------------------------------------------------------------------------------------------

@@ -461,6 +461,29 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _limit_user_tasks(extra: int) -> None:
+    """RLIMIT_NPROC for a sandbox with its parent's uid: that counts all of the user's tasks,
+    so the limit is their number now plus ``extra``. Read before the walls hide ``/proc``."""
+    import resource
+
+    total, me = 0, str(os.getuid())
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status") as status:
+                lines = dict(line.split(":", 1) for line in status if ":" in line)
+        except OSError:
+            continue
+        if lines.get("Uid", "").split()[:1] == [me]:
+            total += int(lines.get("Threads", "1").strip() or 1)
+    count = total + extra
+    _, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    if hard != resource.RLIM_INFINITY:
+        count = min(count, hard)
+    resource.setrlimit(resource.RLIMIT_NPROC, (count, count))
+
+
 def _put_up_walls(source: str, scratch: str, readable: list[str] | None) -> None:
     """The kernel walls of ``tools/sandbox_walls.py`` (whose text the parent passed).
 
@@ -493,12 +516,17 @@ def main(argv: list[str]) -> None:
     fallback = options.get("--fallback") == "1"
     if fallback:
         _harden_fallback(int(options["--parent"]))
+    if "--nproc-above-user" in options:
+        _limit_user_tasks(int(options["--nproc-above-user"]))
     if "--walls" in options:
         readable = json.loads(options["--readable"]) if fallback else None
         _put_up_walls(options["--walls"], scratch, readable)
     os.chdir(scratch)
 
-    # The warm part: everything a typical call needs, imported once, before the job exists.
+    # The warm part: everything a typical call needs, imported once, before the job exists
+    # (socket: for the fallback's audit hook, which refers to its constants).
+    import socket  # noqa: F401
+
     import numpy  # noqa: F401
     from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps, PngImagePlugin  # noqa: F401
 
