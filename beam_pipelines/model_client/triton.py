@@ -112,9 +112,12 @@ class TritonClient:
                 return
             done(completion, None)
 
-        self._grpc.async_infer(
-            self.model_name, inputs, callback=on_result, client_timeout=timeout_s
-        )
+        try:
+            self._grpc.async_infer(
+                self.model_name, inputs, callback=on_result, client_timeout=timeout_s
+            )
+        except InferenceServerException as e:  # a channel that fails before sending
+            done(None, call_error(e))
 
     def describe(self, timeout_s: float) -> ModelInfo:
         """The label `<model>/<engine>:<checkpoint>` from the config's parameters when it has
