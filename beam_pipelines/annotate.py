@@ -5,6 +5,10 @@ ReadJobs -> SkipDone (join on id) -> Reshuffle -> PrepareImages
   -> [Generate{k} -> ExecuteTools{k}] x max_turns -> EndUnfinished -> WriteResults
 ```
 
+With `--incremental`, ReadJobs reads only the input files no earlier run read, SkipIndexedDone
+drops the ids the output root's done index holds before SkipDone (which then reads no answer
+shard), and CommitInputs, after WriteResults, records the files as read (`io/incremental.py`).
+
 `run(argv=None, test_pipeline=None)` is the entry point and the seam tests use: it parses the
 options, starts the local Triton server when no `--endpoint` is given (and stops it at the
 end), builds and runs the pipeline, and writes the run's manifest and summary.
@@ -33,6 +37,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 from beam_pipelines import progress
 from beam_pipelines.agent import loop
 from beam_pipelines.agent.records import ToolSpec
+from beam_pipelines.io.incremental import CommitInputs, IncrementalPlan, SkipIndexedDone, plan_run
 from beam_pipelines.io.readers import ReadJobs
 from beam_pipelines.io.resume import SkipDoneAndDuplicates
 from beam_pipelines.model_client.base import CallError, ModelEndpoint, ModelInfo, parse_endpoint
@@ -79,21 +84,27 @@ def build(
     config: AnnotateConfig,
     tools: Sequence[ToolSpec],
     samples: Samples | None = None,
+    plan: IncrementalPlan | None = None,
 ) -> beam.PCollection:
     """Add the annotate graph to `pipeline`; the collection of finished jobs (a `Trajectory`
     or a `FailedJob` each, before they are written), for tests to assert on.
 
     With `samples`, every job read becomes `samples.n` jobs `<id>#<k>` with seeds of their
-    own (`transforms/samples.py`), before skip-done, so resume works per sample.
+    own (`transforms/samples.py`), before skip-done, so resume works per sample. With an
+    incremental `plan`, only its files are read, ids are skipped by its done index (no answer
+    shard is read), and the run's last stage records the files as read.
     """
     layout = OutputLayout(config.output, config.run_id)
     store = ImageStore(layout, config.max_pixels)
-    jobs = pipeline | "ReadJobs" >> ReadJobs(config.input, config.prompt, config.limit)
+    files = plan.files if plan is not None else None
+    jobs = pipeline | "ReadJobs" >> ReadJobs(config.input, config.prompt, config.limit, files)
     if samples is not None:
         jobs = jobs | "ExpandSamples" >> beam.ParDo(ExpandSamples(samples))
+    if plan is not None:
+        jobs = jobs | "SkipIndexedDone" >> beam.ParDo(SkipIndexedDone(plan.done))
     started = (
         jobs
-        | "SkipDone" >> SkipDoneAndDuplicates(layout.all_answers_glob())
+        | "SkipDone" >> SkipDoneAndDuplicates(None if plan else layout.all_answers_glob())
         # Spread jobs over workers before the expensive part; the last barrier of the run.
         | "Reshuffle" >> beam.Reshuffle()
         | "PrepareImages"
@@ -120,9 +131,11 @@ def build(
         config.tool_timeout_s,
         config.tool_settings,
     )
-    finished | "WriteResults" >> beam.ParDo(
+    written = finished | "WriteResults" >> beam.ParDo(
         WriteResults(layout, loop.to_trace, config.shard_max_rows, config.shard_max_age_s)
     )
+    if plan is not None:
+        written | "CommitInputs" >> CommitInputs(layout, plan.states, finished)
     return finished
 
 
@@ -236,6 +249,9 @@ def run(
             sampling = {**config.sampling, "temperature": samples.default_temperature}
             config = dataclasses.replace(config, sampling=sampling)
         layout = OutputLayout(config.output, config.run_id)
+        plan = None
+        if config.incremental:
+            plan = plan_run(layout, config.input, images=config.prompt is not None)
         manifest: dict[str, Any] = {
             "run_id": config.run_id,
             "status": "running",
@@ -249,11 +265,23 @@ def run(
             "counts_file": layout.counts,
             "versions": versions(),
             **({"samples": dataclasses.asdict(samples)} if samples is not None else {}),
+            **({"incremental": plan.summary} if plan is not None else {}),
         }
         write_manifest(layout, manifest)
+        if plan is not None and not plan.files:
+            # Nothing new since the last run: no job is submitted.
+            print(f"incremental: no new input files at {config.input}", flush=True)
+            summary = summarize(layout, 0.0)
+            write_counts(layout, summary.counts)
+            manifest.update(
+                status="done", finished_at=datetime.now(UTC).isoformat(), counts=summary.to_dict()
+            )
+            write_manifest(layout, manifest)
+            return AnnotateResult(config, layout, summary, {}, "DONE")
 
         pipeline = test_pipeline or beam.Pipeline(options=options)
-        build(pipeline, config, tool_specs(config.tools, **config.tool_settings), samples)
+        tools = tool_specs(config.tools, **config.tool_settings)
+        build(pipeline, config, tools, samples, plan)
         show = opts.progress == "on" or (opts.progress == "auto" and local and sys.stderr.isatty())
         started = time.monotonic()
         with progress.LiveProgress(show, title=f"annotate {config.run_id}"):

@@ -153,6 +153,18 @@ class AnnotateOptions(PipelineOptions):
         )
         parser.add_argument("--shard_max_age_s", "--shard-max-age-s", type=float, default=10.0)
         parser.add_argument(
+            "--incremental",
+            nargs="?",
+            const="true",
+            default="false",
+            choices=("true", "false"),
+            help="read only the input files that no earlier run under --output read (new or "
+            "changed ones), and skip ids by the output root's index of answered ids instead of "
+            "reading every answer shard: a scheduled run over a growing corpus then costs its "
+            "new inputs plus the index (docs/deployment.md, 'The incremental model'); "
+            "--incremental alone is --incremental=true",
+        )
+        parser.add_argument(
             "--detach",
             action="store_true",
             help="submit the pipeline and return without waiting (remote runners, flex "
@@ -189,6 +201,8 @@ class AnnotateConfig:
     model_label: str = "agent_vlm"
     shard_max_rows: int = 256
     shard_max_age_s: float = 10.0
+    #: Read only new input files; skip ids by the output root's index (`io/incremental.py`).
+    incremental: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -327,6 +341,8 @@ def config_from_options(
             raise ValueError(f"--{name} must be at least {low}, got {value}")
     if o.limit is not None and o.limit < 0:
         raise ValueError(f"--limit must not be negative, got {o.limit}")
+    if o.incremental == "true" and o.limit is not None:
+        raise ValueError("--incremental reads whole files: it cannot take --limit")
     run_id = o.run_id or new_run_id()
     if not _RUN_ID.match(run_id):
         raise ValueError(f"--run_id {run_id!r}: use letters, digits, '.', '_' and '-'")
@@ -367,6 +383,7 @@ def config_from_options(
         model_label=model_label or o.model_name,
         shard_max_rows=o.shard_max_rows,
         shard_max_age_s=o.shard_max_age_s,
+        incremental=o.incremental == "true",
     )
 
 

@@ -87,6 +87,17 @@ def _match(pattern: str) -> list[str]:
     return paths
 
 
+def input_pattern(input: str) -> str:
+    """The glob `--input` stands for: itself, or a folder's files."""
+    input = normalize(input)
+    is_folder = not _has_glob(input) and (
+        input.endswith("/")
+        or (is_local(input) and os.path.isdir(input))
+        or not FileSystems.exists(input)
+    )
+    return join(input, "*") if is_folder else input
+
+
 def expand_input(input: str, images: bool) -> list[InputFile]:
     """The input files in a stable order; `images` reads every file as an image job.
 
@@ -94,12 +105,7 @@ def expand_input(input: str, images: bool) -> list[InputFile]:
     success with zero rows).
     """
     input = normalize(input)
-    is_folder = not _has_glob(input) and (
-        input.endswith("/")
-        or (is_local(input) and os.path.isdir(input))
-        or not FileSystems.exists(input)
-    )
-    paths = _match(join(input, "*") if is_folder else input)
+    paths = _match(input_pattern(input))
     files: list[InputFile] = []
     for path in sorted(paths):
         if os.path.basename(path).startswith(".tmp-"):
@@ -255,17 +261,27 @@ class ReadJobs(beam.PTransform):
     """Input -> `(id, Candidate)` and `(failure key, Failure)` elements.
 
     With a limit, one DoFn reads the files in order so that "the first N" is well defined;
-    without one, files are read in parallel.
+    without one, files are read in parallel. `files` reads those of the input's files only
+    (an incremental run's new ones) instead of all.
     """
 
-    def __init__(self, input: str, prompt: str | None = None, limit: int | None = None) -> None:
+    def __init__(
+        self,
+        input: str,
+        prompt: str | None = None,
+        limit: int | None = None,
+        files: Sequence[InputFile] | None = None,
+    ) -> None:
         super().__init__()
         self._input = input
         self._prompt = prompt
         self._limit = limit
+        self._files = files
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
-        files = expand_input(self._input, images=self._prompt is not None)
+        files = self._files
+        if files is None:
+            files = expand_input(self._input, images=self._prompt is not None)
         groups = [tuple(files)] if self._limit is not None else [(f,) for f in files]
         return (
             pbegin

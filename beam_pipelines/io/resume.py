@@ -99,18 +99,26 @@ class SelectJobs(beam.DoFn):
 
 
 class SkipDoneAndDuplicates(beam.PTransform):
-    """Keyed candidates and failures -> jobs to run and failure rows, in one collection."""
+    """Keyed candidates and failures -> jobs to run and failure rows, in one collection.
 
-    def __init__(self, answers_glob: str) -> None:
+    Without `answers_glob`, no answer shard is read: the candidates were already checked
+    against an index of answered ids (an incremental run, `io/incremental.py`), and only the
+    duplicate ids among them are decided here.
+    """
+
+    def __init__(self, answers_glob: str | None) -> None:
         super().__init__()
         self._answers_glob = answers_glob
 
     def expand(self, candidates: beam.PCollection) -> beam.PCollection:
-        done = (
-            candidates.pipeline
-            | "MatchAnswers" >> MatchFiles(self._answers_glob, EmptyMatchTreatment.ALLOW)
-            | "AnsweredIds" >> beam.ParDo(ReadAnsweredIds())
-        )
+        if self._answers_glob is None:
+            done = candidates.pipeline | "NoAnswersRead" >> beam.Create([])
+        else:
+            done = (
+                candidates.pipeline
+                | "MatchAnswers" >> MatchFiles(self._answers_glob, EmptyMatchTreatment.ALLOW)
+                | "AnsweredIds" >> beam.ParDo(ReadAnsweredIds())
+            )
         return (
             {"jobs": candidates, "done": done}
             | "JoinOnId" >> beam.CoGroupByKey()

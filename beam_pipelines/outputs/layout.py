@@ -7,6 +7,8 @@
 <root>/runs/<run_id>/failures/part-*.jsonl          dead-letter rows
 <root>/runs/<run_id>/manifest.json                  options, versions, counts, start/end
 <root>/runs/<run_id>/counts.json                    final counts, counted from the outputs
+<root>/runs/<run_id>/inputs.json                    the files an incremental run read (its end)
+<root>/index/index.json, done-<run_id>.parquet      incremental runs' index (io/incremental.py)
 <root>/runs/<run_id>/{kept,rejected,sft}/part-*     regenerate's filter outputs
 <root>/runs/<run_id>/filter_counts.json             what the filters did
 ```
@@ -63,6 +65,24 @@ class OutputLayout:
         """The run's final counts: written at the end of a run that waited, by `status`
         after a detached (Dataflow, flex template) one."""
         return join(self.run_dir, "counts.json")
+
+    @property
+    def inputs_read(self) -> str:
+        """The input files an incremental run read, written as its last step."""
+        return join(self.run_dir, "inputs.json")
+
+    @property
+    def index_dir(self) -> str:
+        return join(self.root, "index")
+
+    @property
+    def index_state(self) -> str:
+        """The incremental runs' index: the runs merged and the input files they read."""
+        return join(self.index_dir, "index.json")
+
+    def done_index(self, run_id: str) -> str:
+        """The sorted answered ids of the merged runs, as the launch of `run_id` wrote them."""
+        return join(self.index_dir, f"done-{run_id}.parquet")
 
     @property
     def kept_dir(self) -> str:

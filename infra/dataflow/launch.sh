@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Launch one annotate run from the flex template. Rerunning with the same OUTPUT only processes
-# jobs without an answer row (the pipeline's resume), so this is also the "process new inputs"
-# command that the schedulers run.
+# jobs without an answer row (the pipeline's resume); with the parameter incremental=true it
+# also reads only the input files no earlier run read, as the schedulers' runs do.
 #
 #   PROJECT=my-proj REGION=us-central1 INPUT='gs://b/inputs/*.jsonl' OUTPUT=gs://b-out/annotate \
 #     ENDPOINT=triton:10.20.0.50:8001 IMAGE=us-central1-docker.pkg.dev/my-proj/agent-vlm/dataflow:abc \

@@ -1,9 +1,9 @@
 """Airflow DAG for Cloud Composer: launch the annotate flex template on a schedule.
 
-Every run reads the whole input glob and writes under the same output root; the pipeline skips
-ids that already have an answer row there (and retries those with only failure rows), so each
-run processes exactly the jobs that are new or failed since the last one. Runs never overlap
-(`max_active_runs=1`), so two runs cannot both pick up the same new job.
+Every run is incremental and writes under the same output root: it reads only the input files
+no earlier run read (new or changed ones) and skips ids by the root's index of answered ids, so
+it costs its new inputs plus the index (docs/deployment.md, "The incremental model"). Runs never
+overlap (`max_active_runs=1`), so two runs cannot both pick up the same new file.
 
 Set the Airflow variables below (Admin > Variables), or edit the defaults.
 """
@@ -52,6 +52,7 @@ with DAG(
                     "input": INPUT,
                     "output": OUTPUT,
                     "endpoint": ENDPOINT,
+                    "incremental": "true",
                     "run_id": "{{ ts_nodash }}",
                     "sdk_container_image": IMAGE,
                     "sdk_location": "container",

@@ -1,8 +1,9 @@
 # The scheduled annotate run: Cloud Scheduler calls the Dataflow flexTemplates.launch API as the
-# scheduler service account. Each run reads the whole input glob; the pipeline's resume skips
-# every job that already has an answer row under the output root, so a run processes the new
-# (and previously failed) jobs only. The job name is fixed: Dataflow refuses a second active
-# job of the same name, so a run still going when the next one is due is not doubled.
+# scheduler service account. Each run is incremental: it reads only the input files no earlier
+# run read, and skips ids by the output root's index of answered ids (docs/deployment.md, "The
+# incremental model"), so it costs its new inputs plus the index. The job name is fixed:
+# Dataflow refuses a second active job of the same name, so a run still going when the next one
+# is due is not doubled (and runs never overlap, which the incremental model needs).
 locals {
   launch_url = "https://dataflow.googleapis.com/v1b3/projects/${var.project}/locations/${var.region}/flexTemplates:launch"
   launch_body = {
@@ -13,6 +14,7 @@ locals {
         input               = var.input_glob != "" ? var.input_glob : "gs://${google_storage_bucket.inputs.name}/jobs/*.jsonl"
         output              = local.output_root
         endpoint            = "triton:${var.triton_url}"
+        incremental         = "true"
         sdk_container_image = "${var.region}-docker.pkg.dev/${var.project}/${google_artifact_registry_repository.images.repository_id}/dataflow:${var.dataflow_image_tag}"
         sdk_location        = "container"
       }

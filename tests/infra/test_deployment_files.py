@@ -126,8 +126,9 @@ ACCEPTED = {
     "tool_timeout_s": "30.5",
     "shard_max_rows": "512",
     "shard_max_age_s": "5",
-    "run_id": "20261207T060000",
     "limit": "100",
+    "incremental": "true",
+    "run_id": "20261207T060000",
     "sdk_container_image": "us-central1-docker.pkg.dev/p/agent-vlm/dataflow:abc123",
     "sdk_location": "container",
 }
@@ -155,6 +156,7 @@ REFUSED = {
     "tool_timeout_s": "1s",
     "shard_max_rows": "0",
     "shard_max_age_s": "ten",
+    "incremental": "yes",
     "run_id": "../escape",
     "limit": "-5",
     "sdk_container_image": "not an image",
@@ -217,10 +219,13 @@ def test_the_accepted_values_make_a_launch_the_pipeline_takes() -> None:
     from beam_pipelines.options import config_from_options
 
     for server in ("endpoint", "triton_url"):  # one of the two, never both
-        values = {k: v for k, v in ACCEPTED.items() if k not in {"endpoint", "triton_url"}}
+        # (an incremental run reads whole files: limit is for trial runs, without it)
+        skip = {"endpoint", "triton_url", "limit"}
+        values = {k: v for k, v in ACCEPTED.items() if k not in skip}
         values[server] = ACCEPTED[server]
         config = config_from_options(PipelineOptions([f"--{k}={v}" for k, v in values.items()]))
         assert config.max_pixels == 1003520 and config.run_id == ACCEPTED["run_id"]
+        assert config.incremental
         assert config.endpoint.kind == ("openai" if server == "endpoint" else "triton")
 
 
@@ -252,9 +257,10 @@ def test_scheduled_launches_pass_declared_parameters() -> None:
     for where, parameters in launches.items():
         assert required <= set(parameters) <= set(metadata), where
         assert {"endpoint"} <= set(parameters), where  # the model server, always named
-        for name, value in parameters.items():
-            if isinstance(value, ast.Constant):
-                value = value.value
+        values = {k: v.value if isinstance(v, ast.Constant) else v for k, v in parameters.items()}
+        if where != "launch.sh":  # scheduled runs read only what is new
+            assert values["incremental"] == "true", where
+        for name, value in values.items():
             if isinstance(value, str) and not re.search(r"\$\{|\{\{", value):  # literals
                 assert _matches(metadata[name], value), (where, name, value)
 
