@@ -11,6 +11,7 @@ from beam_pipelines.agent.protocols import attached_images
 from beam_pipelines.agent.records import ImageRef, Observation, Trajectory
 from beam_pipelines.filters.base import TrajectoryFilter
 from beam_pipelines.io.files import read_bytes
+from beam_pipelines.io.image_uris import PUBLIC_IMAGES, ImageSource
 
 #: Tools whose calls are deterministic given the image and arguments, so replay is meaningful.
 REPLAYABLE_TOOLS = ("code", "image_zoom_in_tool")
@@ -31,7 +32,8 @@ def perceptual_distance(a: bytes, b: bytes) -> int:
 class ToolReplay(TrajectoryFilter):
     """Re-run every recorded call of a replayable tool; the new observation must match.
 
-    The context is rebuilt as the call saw it: the original image (read again from its URI),
+    The context is rebuilt as the call saw it: the original image (read again from its URI,
+    by `source`, the way the run's tools read it: a file, an object, a public http(s) URL),
     the sub-images of earlier steps, the model's view size. Text and error must be equal;
     images are compared by the SHA-256 of their normalised PNG (`compare="hash"`), or by a
     perceptual hash distance of at most `max_distance` bits (`compare="perceptual"`: for tools
@@ -49,6 +51,7 @@ class ToolReplay(TrajectoryFilter):
         max_distance: int = 4,
         timeout_s: float = 60.0,
         settings: Mapping[str, Mapping[str, Any]] | None = None,
+        source: ImageSource = PUBLIC_IMAGES,
     ) -> None:
         if compare not in ("hash", "perceptual"):
             raise ValueError(f"replay comparison must be 'hash' or 'perceptual', not {compare!r}")
@@ -59,6 +62,7 @@ class ToolReplay(TrajectoryFilter):
         self.compare = compare
         self.max_distance = max_distance
         self.timeout_s = timeout_s
+        self.source = source
         self._tools: dict[str, Any] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -94,7 +98,7 @@ class ToolReplay(TrajectoryFilter):
                 continue
             if call.name in self._tools:
                 if original is None:
-                    original = read_bytes(traj.original.uri)
+                    original = self.source.read(traj.original.uri)
                 context = ToolContext(
                     image=original,
                     sub_images=tuple(read_bytes(ref.uri) for ref in earlier),

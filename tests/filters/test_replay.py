@@ -6,9 +6,10 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from pipeline.helpers import answered, code_call, started
+from pipeline.helpers import Loopback, answered, code_call, started
 
 from beam_pipelines.filters import ToolReplay
+from beam_pipelines.io.image_uris import ImageSource
 from beam_pipelines.outputs.layout import OutputLayout
 from beam_pipelines.transforms.execute_tools import ToolRuntime, run_turn
 from beam_pipelines.transforms.images import ImageStore
@@ -23,7 +24,7 @@ def test_replay_matches_recorded_crops_and_catches_a_changed_one(tmp_path: Path)
     again = code_call(observed, "save_image(sub_image_1.resize((10, 5)))")
     observed = run_turn(again, runtime, store, timeout_s=60).outcome
     done = answered(observed)
-    replay = ToolReplay()
+    replay = ToolReplay(source=ImageSource(allow_hosts=["127.0.0.1"]))
     try:
         assert replay.check(done) is None  # both calls, the second reading sub_image_1
 
@@ -55,5 +56,27 @@ def test_replay_matches_recorded_crops_and_catches_a_changed_one(tmp_path: Path)
         assert "output text differs" in replay.check(wrong_text)
     finally:
         replay.teardown()
+        for tool in runtime.tools.values():
+            tool.close()
+
+
+@pytest.mark.integration
+def test_a_job_image_at_an_http_url_is_replayed_from_there(tmp_path: Path) -> None:
+    """The original is read the way the run's tools read it (it used to go to FileSystems,
+    which has no http filesystem: the check failed and the sample was rejected)."""
+    runtime = ToolRuntime(["code"], workers=1)
+    store = ImageStore(OutputLayout(str(tmp_path / "out"), "r"), max_pixels=32 * 32)
+    traj = code_call(started(tmp_path), "save_image(image.crop((0, 0, 20, 10)))")
+    done = answered(run_turn(traj, runtime, store, timeout_s=60).outcome)
+    image = Path(done.original.uri).read_bytes()
+    web = Loopback({"/job.png": (200, {"Content-Type": "image/png"}, image)})
+    at_url = dataclasses.replace(done.original, uri=f"{web.url}/job.png")
+    replay = ToolReplay(source=ImageSource(allow_hosts=["127.0.0.1"]))
+    try:
+        assert replay.check(dataclasses.replace(done, original=at_url)) is None
+        assert web.requests == ["/job.png"]
+    finally:
+        replay.teardown()
+        web.close()
         for tool in runtime.tools.values():
             tool.close()

@@ -1,9 +1,12 @@
-"""Test helpers: small images, jobs and trajectories built with the real agent core."""
+"""Test helpers: small images, jobs and trajectories built with the real agent core, and a
+loopback HTTP server."""
 
 from __future__ import annotations
 
 import io
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from PIL import Image
@@ -88,3 +91,37 @@ def stored(tmp_path: Path, image: Image.Image, name: str) -> ImageRef:
     path = tmp_path / f"{name}.png"
     path.write_bytes(data)
     return ImageRef(str(path), sha256_hex(data), image.width, image.height)
+
+
+#: path -> (status, headers, body)
+Routes = dict[str, tuple[int, dict[str, str], bytes]]
+
+
+class Loopback:
+    """An HTTP server on 127.0.0.1 answering fixed routes (404 elsewhere), counting requests."""
+
+    def __init__(self, routes: Routes) -> None:
+        requests: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                requests.append(self.path)
+                status, headers, body = routes.get(self.path, (404, {}, b"not found"))
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.requests = requests
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -3,50 +3,14 @@ guard by its explicit allowance), and every other scheme as `unsupported_uri`.""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from beam_pipelines.io.image_uris import PUBLIC_IMAGES, ImageReadError, ImageSource
 
-from .helpers import png
-
-#: path -> (status, headers, body)
-Routes = dict[str, tuple[int, dict[str, str], bytes]]
-
-
-class Loopback:
-    """An HTTP server on 127.0.0.1 answering fixed routes (404 elsewhere), counting requests."""
-
-    def __init__(self, routes: Routes) -> None:
-        requests: list[str] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                requests.append(self.path)
-                status, headers, body = routes.get(self.path, (404, {}, b"not found"))
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                return
-
-        self.requests = requests
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
+from .helpers import Loopback, png
 
 IMAGE = png()
 
