@@ -563,11 +563,11 @@ def _interpret(
 def _check_images(blobs: list[bytes], limits: SandboxLimits) -> str | None:
     """The parent's own check of returned images: never trust the sandbox's word.
 
-    Every chunk of each PNG is checked (``png_problem``), then the image is fully decoded by
-    the loader job images go through, with the pixel cap set before any decoding.
+    Each must be one still PNG whose every chunk is sound and whose image data inflates to
+    exactly the size its header declares (``png_problem``), within the pixel cap, which is
+    checked before anything is inflated. The parent never decodes them here; where it does
+    later (model views, filters) it goes through ``load_image``, as for job images.
     """
-    from beam_pipelines.agent.images import ImageError, load_image
-
     if len(blobs) > limits.max_images:
         return f"it returned {len(blobs)} images, more than the limit of {limits.max_images}"
     if sum(len(b) for b in blobs) > limits.max_image_bytes:
@@ -576,29 +576,35 @@ def _check_images(blobs: list[bytes], limits: SandboxLimits) -> str | None:
         problem = png_problem(blob, limits.max_image_pixels)
         if problem is not None:
             return problem
-        try:
-            load_image(blob, limits.max_image_pixels)
-        except ImageError as error:
-            return f"it returned an image that cannot be used ({error})"
     return None
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: PNG colour type -> channels (greyscale, RGB, palette, grey + alpha, RGBA).
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 
 
 def png_problem(data: bytes, max_pixels: int) -> str | None:
     """What is wrong with ``data`` as one still PNG within ``max_pixels``; None if nothing.
 
     Walks every chunk: the signature, one IHDR and only as the first chunk (a second one
-    could declare another size to the decoder), a correct CRC on each, no animation chunks,
-    IEND last.
+    could declare another size to a decoder), a known colour type and depth, no interlacing,
+    a correct CRC on each chunk, no animation chunks, IEND last; then inflates the image data
+    in pieces that are counted and dropped, which must come to exactly the header's size.
     """
     if len(data) < 24 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
         return "it returned an image that is not a PNG"
     width, height = struct.unpack(">II", data[16:24])
     if width * height > max_pixels or 0 in (width, height):
         return f"it returned an image of {width}x{height} pixels, over the limit"
-    offset, ended = len(_PNG_SIGNATURE), False
+    if len(data) < 33:
+        return "it returned a truncated PNG"
+    depth, colour, _, _, interlace = data[24:29]
+    if colour not in _PNG_CHANNELS or depth not in (1, 2, 4, 8, 16) or interlace not in (0, 1):
+        return "it returned a PNG with an invalid header"
+    if interlace:
+        return "it returned an interlaced PNG; save it without interlacing"
+    offset, ended, pixels = len(_PNG_SIGNATURE), False, []
     while offset < len(data):
         if ended:
             return "it returned a PNG with data after its end"
@@ -615,9 +621,36 @@ def png_problem(data: bytes, max_pixels: int) -> str | None:
             return "it returned a PNG with more than one header"
         if kind in (b"acTL", b"fcTL", b"fdAT"):
             return "it returned an animated PNG"
+        if kind == b"IDAT":
+            pixels.append(memoryview(data)[offset + 8 : end - 4])
         ended = kind == b"IEND"
         offset = end
-    return None if ended else "it returned a truncated PNG"
+    if not ended:
+        return "it returned a truncated PNG"
+    expected = height * (1 + (width * _PNG_CHANNELS[colour] * depth + 7) // 8)
+    if _inflated_size(pixels, expected) != expected:
+        return "it returned a PNG whose image data does not match its size"
+    return None
+
+
+def _inflated_size(pieces: list[memoryview], limit: int) -> int | None:
+    """Bytes the zlib stream in ``pieces`` inflates to, counted 1 MiB at a time and never
+    past ``limit + 1``; None when it is damaged or does not end."""
+    decoder, total = zlib.decompressobj(), 0
+    try:
+        for piece in pieces:
+            chunk = decoder.decompress(piece, 1 << 20)
+            while True:
+                total += len(chunk)
+                if total > limit or not decoder.unconsumed_tail:
+                    break
+                chunk = decoder.decompress(decoder.unconsumed_tail, 1 << 20)
+            if total > limit:
+                return total
+        total += len(decoder.flush())
+    except zlib.error:
+        return None
+    return total if decoder.eof else None
 
 
 def _death_reason(returncode: int | None, limits: SandboxLimits, protection: str) -> str:

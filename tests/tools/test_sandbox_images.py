@@ -51,6 +51,7 @@ def test_a_plain_png_passes_both_checks():
         (SIGNATURE + ihdr(10, 10) + chunk(b"IDAT", b"x")[:-1] + b"\0" + IEND, "damaged"),
         (SIGNATURE + ihdr(10, 10) + chunk(b"IDAT", b"x" * 100)[:50], "truncated"),
         (SIGNATURE + ihdr(10, 10), "truncated"),
+        (SIGNATURE + ihdr(10, 10)[:20], "truncated"),
         (good_png() + b"trailing", "data after its end"),
     ],
 )
@@ -59,7 +60,32 @@ def test_every_chunk_is_checked(data, problem):
     assert found is not None and problem in found
 
 
-def test_a_well_formed_png_that_does_not_decode_is_refused():
-    bad = SIGNATURE + ihdr(10, 10) + chunk(b"IDAT", zlib.compress(b"\0" * 3)) + IEND
-    assert png_problem(bad, LIMIT) is None
-    assert "cannot be used" in _check_images([bad], SandboxLimits())
+def idat(raw: bytes) -> bytes:
+    return chunk(b"IDAT", zlib.compress(raw))
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        # 10 rows of a filter byte and 10 grey pixels: 110 bytes, not 3 or 100 MB
+        (SIGNATURE + ihdr(10, 10) + idat(b"\0" * 3) + IEND, "does not match its size"),
+        (SIGNATURE + ihdr(10, 10) + idat(b"\0" * (100 << 20)) + IEND, "does not match"),
+        (SIGNATURE + ihdr(10, 10) + chunk(b"IDAT", b"\x78\x9c garbage") + IEND, "does not"),
+        (SIGNATURE + ihdr(10, 10) + chunk(b"IDAT", zlib.compress(bytes(110))[:-6]) + IEND, "not"),
+    ],
+)
+def test_image_data_must_inflate_to_the_declared_size(data, problem):
+    found = _check_images([data], SandboxLimits())
+    assert found is not None and problem in found
+
+
+def test_a_hand_made_png_of_the_right_size_passes():
+    assert png_problem(SIGNATURE + ihdr(10, 10) + idat(bytes(110)) + IEND, LIMIT) is None
+
+
+def test_interlaced_and_invalid_headers_are_refused():
+    header = struct.pack(">IIBBBBB", 10, 10, 8, 0, 0, 0, 1)
+    interlaced = SIGNATURE + chunk(b"IHDR", header) + idat(bytes(110)) + IEND
+    assert "interlaced" in png_problem(interlaced, LIMIT)
+    header = struct.pack(">IIBBBBB", 10, 10, 7, 5, 0, 0, 0)
+    assert "invalid header" in png_problem(SIGNATURE + chunk(b"IHDR", header) + IEND, LIMIT)
