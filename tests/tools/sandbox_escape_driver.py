@@ -22,6 +22,7 @@ import json
 import os
 import resource
 import secrets
+import shutil
 import signal
 import socket
 import stat
@@ -812,6 +813,8 @@ def main() -> None:
         report["_healthy"] = healthy.stdout
     finally:
         sandbox.close()
+        for folder in (base, other):
+            shutil.rmtree(folder, ignore_errors=True)
     print(json.dumps(report))
 
 
