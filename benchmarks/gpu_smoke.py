@@ -5,8 +5,9 @@ A random-initialised tiny Qwen3-VL-MoE checkpoint (written on the spot by the se
 with the `hf` engine (`configs/hf.pbtxt`, bf16, `KIND_GPU`) or the `trtllm` engine
 (`configs/skywork_r1v4_trtllm.pbtxt`). Synthetic jobs (`beam_pipelines.synthetic.write_corpus`)
 are driven by the project's own agent loop (`beam_pipelines.agent.loop`: system prompt, the job
-image's model view, then one turn after another until the job ends) over Triton's HTTP
-endpoint, with `--concurrency` jobs in flight. A random model never writes a valid action, so
+image's model view, then one turn after another until the job ends) through the project's
+Triton client (gRPC; `agent_vlm` is decoupled, so requests go over Triton's stream), with
+`--concurrency` jobs in flight. A random model never writes a valid action, so
 every job runs its turns until the format-error or turn cap: several requests per job with a
 growing prompt, which is the shape of real agent traffic (and what KV-cache prefix reuse is
 for).
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import http.client
 import json
 import platform
 import subprocess
@@ -58,56 +58,33 @@ class JobResult:
 
 
 class AgentVLMClient:
-    """A minimal `agent_vlm` client over Triton's HTTP/JSON protocol (standard library only)."""
+    """A blocking `agent_vlm` client over the project's `TritonClient` (gRPC stream)."""
 
-    def __init__(self, http_url: str, model: str = "agent_vlm", timeout_s: float = 600.0) -> None:
-        host, port = http_url.rsplit(":", 1)
-        self.host, self.port, self.model, self.timeout_s = host, int(port), model, timeout_s
-        self._local = threading.local()
+    def __init__(self, grpc_url: str, model: str = "agent_vlm", timeout_s: float = 600.0) -> None:
+        from beam_pipelines.model_client.triton import TritonClient
+
+        self.client = TritonClient(grpc_url, model)
+        self.timeout_s = timeout_s
 
     def infer(self, messages: Sequence[Mapping[str, Any]], sampling: Mapping[str, Any]) -> dict:
         """Send one request; returns `text`, `finish_reason` and `usage` (decoded)."""
-        body = json.dumps(
-            {
-                "inputs": [
-                    _bytes_input("messages", json.dumps(list(messages))),
-                    _bytes_input("sampling", json.dumps(dict(sampling))),
-                ],
-                "outputs": [{"name": n} for n in ("text", "finish_reason", "usage")],
-            }
-        )
-        connection = self._connection()
-        try:
-            connection.request(
-                "POST",
-                f"/v2/models/{self.model}/infer",
-                body=body,
-                headers={"Content-Type": "application/json"},
-            )
-            response = connection.getresponse()
-            payload = response.read()
-        except (OSError, http.client.HTTPException):
-            self._local.connection = None
-            raise
-        if response.status != 200:
-            raise RuntimeError(f"HTTP {response.status}: {payload[:300]!r}")
-        outputs = {o["name"]: o["data"][0] for o in json.loads(payload)["outputs"]}
+        answered = threading.Event()
+        outcome: list[Any] = []
+
+        def done(completion: Any, error: BaseException | None) -> None:
+            outcome.extend((completion, error))
+            answered.set()
+
+        self.client.send(messages, sampling, self.timeout_s, done)
+        answered.wait()
+        completion, error = outcome
+        if error is not None:
+            raise error
         return {
-            "text": outputs["text"],
-            "finish_reason": outputs["finish_reason"],
-            "usage": json.loads(outputs["usage"]),
+            "text": completion.text,
+            "finish_reason": completion.finish_reason,
+            "usage": completion.usage,
         }
-
-    def _connection(self) -> http.client.HTTPConnection:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
-            self._local.connection = connection
-        return connection
-
-
-def _bytes_input(name: str, value: str) -> dict[str, Any]:
-    return {"name": name, "shape": [1, 1], "datatype": "BYTES", "data": [value]}
 
 
 def inline_views(messages: Sequence[Mapping[str, Any]], cache: dict[str, str]) -> list[dict]:
@@ -252,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_started = time.perf_counter()
     with TritonServer(repository, log_file=log_file, startup_timeout_s=900) as server:
         load_s = time.perf_counter() - load_started
-        client = AgentVLMClient(server.http_url)
+        client = AgentVLMClient(server.grpc_url)
         cache: dict[str, str] = {}
         run_job(client, prepared[0], sampling, 1, cache)  # warm-up: one request
         started = time.perf_counter()

@@ -1,22 +1,24 @@
 """Loading the tiny model from a checkpoint folder and generating for a batch of chats.
 
 A checkpoint folder holds `config.json`, `model.safetensors` and `tokenizer.json`. Requests
-are prefilled as one left-padded batch and decoded together with a KV cache; each request has
-its own sampling settings, random generator (so a seed reproduces a sample whatever else is in
-the batch) and stop strings, and leaves the batch's active set when it stops.
+decode together in a `RunningBatch` with a KV cache, one token per step: requests that arrive
+together are prefilled as one left-padded group and join the running rows between steps, and a
+request leaves as soon as it stops (continuous batching). Each request has its own sampling
+settings, random generator (so a seed reproduces a sample whatever else is in the batch) and
+stop strings.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from tiny_agent.chat import ChatProcessor, image_from_part
+from tiny_agent.chat import ChatProcessor, Rendered, image_from_part
 from tiny_agent.model import TinyVLM, TinyVLMConfig, attention_mask
 
 
@@ -69,29 +71,77 @@ class TinyRuntime:
         processor = ChatProcessor.load(directory, config.grid, config.image_side)
         return cls(model, processor)
 
-    @torch.inference_mode()
     def generate(
         self, batch: Sequence[tuple[Sequence[dict], SamplingSettings]]
     ) -> list[Generation]:
         """Generate one assistant turn for each (messages, sampling) pair."""
-        if not batch:
-            return []
-        rendered = [
-            self.processor.render(messages, add_generation_prompt=True) for messages, _ in batch
-        ]
+        running = RunningBatch(self)
+        prompts = [running.prepare(messages) for messages, _ in batch]
+        running.admit(
+            [
+                (row, prompt, s)
+                for row, (prompt, (_, s)) in enumerate(zip(prompts, batch, strict=True))
+            ]
+        )
+        done: dict[Hashable, Generation] = {}
+        while running:
+            done.update(running.step())
+        return [done[row] for row in range(len(batch))]
+
+
+@dataclass
+class _Row:
+    key: Hashable
+    settings: SamplingSettings
+    generator: torch.Generator
+    prompt_tokens: int
+    budget: int
+    outputs: list[int] = field(default_factory=list)
+    text: str = ""
+
+
+class RunningBatch:
+    """Requests decoding together, one token each per `step`.
+
+    `admit` prefills a group of requests as one left-padded batch and merges their KV caches
+    into the running rows (the shorter side is left-padded, padding masked out); `step` samples
+    a token for every row, hands back the rows that stopped (they leave the batch) and runs
+    one decode step for the rest. Not thread-safe: one scheduler thread drives it.
+    """
+
+    def __init__(self, runtime: TinyRuntime) -> None:
+        self.model = runtime.model
+        self.processor = runtime.processor
+        self.rows: list[_Row] = []
+        self._caches: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._valid = torch.zeros(0, 0, dtype=torch.bool)  # (rows, keys): real tokens
+        self._positions = torch.zeros(0, dtype=torch.long)  # each row's next position
+        self._logits = torch.zeros(0, 0)  # each row's next-token logits
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def prepare(self, messages: Sequence[dict]) -> Rendered:
+        """The rendered prompt; raises ValueError when it does not fit the context."""
+        rendered = self.processor.render(messages, add_generation_prompt=True)
         limit = self.model.config.max_positions
-        prompt_lengths = [len(r.ids) for r in rendered]
-        too_long = [n for n in prompt_lengths if n >= limit]
-        if too_long:
-            raise ValueError(f"prompt of {max(too_long)} tokens exceeds the context of {limit}")
-        width = max(prompt_lengths)
+        if len(rendered.ids) >= limit:
+            raise ValueError(f"prompt of {len(rendered.ids)} tokens exceeds the context of {limit}")
+        return rendered
+
+    @torch.inference_mode()
+    def admit(self, group: Sequence[tuple[Hashable, Rendered, SamplingSettings]]) -> None:
+        """Prefill `group` (key, prepared prompt, sampling) and add it to the running rows."""
+        if not group:
+            return
+        width = max(len(r.ids) for _, r, _ in group)
         pad = self.processor.pad_id
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        valid = torch.zeros(len(batch), width, dtype=torch.bool)
-        for row, r in enumerate(rendered):
+        ids = torch.full((len(group), width), pad, dtype=torch.long)
+        valid = torch.zeros(len(group), width, dtype=torch.bool)
+        for row, (_, r, _) in enumerate(group):
             ids[row, width - len(r.ids) :] = torch.tensor(r.ids)
             valid[row, width - len(r.ids) :] = True
-        images = [image_from_part(part) for r in rendered for part in r.image_parts]
+        images = [image_from_part(part) for _, r, _ in group for part in r.image_parts]
         visual = None
         if images:
             visual = self.model.encode_images(self.processor.pixels(images))
@@ -99,70 +149,95 @@ class TinyRuntime:
         positions = (valid.long().cumsum(1) - 1).clamp(min=0)
         logits, _, caches, *_ = self.model(x, positions, attention_mask(valid, width))
 
-        settings = [s for _, s in batch]
-        generators = []
-        for s in settings:
+        limit = self.model.config.max_positions
+        rows = []
+        for key, r, settings in group:
             generator = torch.Generator()
-            if s.seed is None:
+            if settings.seed is None:
                 generator.seed()
             else:
-                generator.manual_seed(s.seed)
-            generators.append(generator)
-        budgets = [
-            min(s.max_tokens, limit - n) for s, n in zip(settings, prompt_lengths, strict=True)
-        ]
-        outputs: list[list[int]] = [[] for _ in batch]
-        texts = [""] * len(batch)
-        finished: list[str | None] = [None] * len(batch)
-        next_logits = logits[:, -1, :]
-        next_positions = positions[:, -1] + 1
-        while True:
-            tokens = torch.full((len(batch),), pad, dtype=torch.long)
-            for row in range(len(batch)):
-                if finished[row] is not None:
-                    continue
-                token = self._sample(next_logits[row], settings[row], generators[row])
-                tokens[row] = token
-                finished[row] = self._append(row, token, outputs, texts, settings, budgets)
-            if all(f is not None for f in finished):
-                break
-            valid = torch.cat([valid, torch.ones(len(batch), 1, dtype=torch.bool)], dim=1)
-            step_x = self.model.embed(tokens[:, None])
-            logits, _, caches, *_ = self.model(
-                step_x, next_positions[:, None], attention_mask(valid, 1), caches
-            )
-            next_logits = logits[:, -1, :]
-            next_positions = next_positions + 1
-        return [
-            Generation(
-                texts[row], finished[row] or "length", prompt_lengths[row], len(outputs[row])
-            )
-            for row in range(len(batch))
-        ]
+                generator.manual_seed(settings.seed)
+            budget = min(settings.max_tokens, limit - len(r.ids))
+            rows.append(_Row(key, settings, generator, len(r.ids), budget))
+        if not self.rows:
+            self._caches, self._valid = caches, valid
+            self._positions, self._logits = positions[:, -1] + 1, logits[:, -1, :]
+        else:
+            keys = max(self._valid.shape[1], width)
+            self._caches = [
+                (
+                    torch.cat([_left_pad(k0, keys, 2), _left_pad(k1, keys, 2)]),
+                    torch.cat([_left_pad(v0, keys, 2), _left_pad(v1, keys, 2)]),
+                )
+                for (k0, v0), (k1, v1) in zip(self._caches, caches, strict=True)
+            ]
+            self._valid = torch.cat([_left_pad(self._valid, keys, 1), _left_pad(valid, keys, 1)])
+            self._positions = torch.cat([self._positions, positions[:, -1] + 1])
+            self._logits = torch.cat([self._logits, logits[:, -1, :]])
+        self.rows.extend(rows)
 
-    def _append(
-        self,
-        row: int,
-        token: int,
-        outputs: list[list[int]],
-        texts: list[str],
-        settings: list[SamplingSettings],
-        budgets: list[int],
-    ) -> str | None:
+    @torch.inference_mode()
+    def step(self) -> list[tuple[Hashable, Generation]]:
+        """Sample one token for every row; the rows that stop leave with their generation."""
+        finished: list[tuple[Hashable, Generation]] = []
+        keep: list[int] = []
+        tokens: list[int] = []
+        for index, row in enumerate(self.rows):
+            token = self._sample(self._logits[index], row.settings, row.generator)
+            reason = self._append(row, token)
+            if reason is None:
+                keep.append(index)
+                tokens.append(token)
+            else:
+                generation = Generation(row.text, reason, row.prompt_tokens, len(row.outputs))
+                finished.append((row.key, generation))
+        if finished:
+            self._keep(keep)
+        if self.rows:
+            self._valid = torch.cat(
+                [self._valid, torch.ones(len(self.rows), 1, dtype=torch.bool)], dim=1
+            )
+            step_x = self.model.embed(torch.tensor(tokens, dtype=torch.long)[:, None])
+            logits, _, self._caches, *_ = self.model(
+                step_x, self._positions[:, None], attention_mask(self._valid, 1), self._caches
+            )
+            self._logits = logits[:, -1, :]
+            self._positions = self._positions + 1
+        return finished
+
+    def clear(self) -> list[Hashable]:
+        """Drop every row (after a failed step); returns their keys."""
+        keys = [row.key for row in self.rows]
+        self._keep([])
+        return keys
+
+    def _keep(self, indices: list[int]) -> None:
+        """Keep only the rows at `indices`, and drop key columns no kept row uses."""
+        self.rows = [self.rows[i] for i in indices]
+        select = torch.tensor(indices, dtype=torch.long)
+        valid = self._valid[select]
+        used = valid.any(0).nonzero()
+        start = int(used[0]) if len(used) else valid.shape[1]
+        self._valid = valid[:, start:]
+        self._caches = [(k[select, :, start:], v[select, :, start:]) for k, v in self._caches]
+        self._positions = self._positions[select]
+        self._logits = self._logits[select]
+
+    def _append(self, row: _Row, token: int) -> str | None:
         """Record a sampled token; return a finish reason once the row is done."""
-        outputs[row].append(token)
+        row.outputs.append(token)
         if token == self.processor.end_id:
-            outputs[row].pop()
-            texts[row] = self.processor.decode(outputs[row])
+            row.outputs.pop()
+            row.text = self.processor.decode(row.outputs)
             return "stop"
-        text = self.processor.decode(outputs[row])
-        for stop in settings[row].stop:
+        text = self.processor.decode(row.outputs)
+        for stop in row.settings.stop:
             cut = text.find(stop)
             if cut >= 0:
-                texts[row] = text[: cut + len(stop)]
+                row.text = text[: cut + len(stop)]
                 return "stop"
-        texts[row] = text
-        return "length" if len(outputs[row]) >= budgets[row] else None
+        row.text = text
+        return "length" if len(row.outputs) >= row.budget else None
 
     @staticmethod
     def _sample(
@@ -176,3 +251,13 @@ class TinyRuntime:
             keep = sorted_probs.cumsum(-1) - sorted_probs < settings.top_p
             probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
         return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def _left_pad(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    """`tensor` padded with zeros (False) at the start of `dim` to `length`."""
+    missing = length - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)

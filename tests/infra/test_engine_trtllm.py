@@ -1,6 +1,7 @@
 """The `trtllm` engine's translation, without TensorRT-LLM: config parameters -> LLM API
 arguments, sampling -> `SamplingParams` arguments, messages with images -> the LLM API's
-multimodal input, `RequestOutput` -> contract results, and one batch through a fake `LLM`.
+multimodal input, `RequestOutput` -> contract results, and requests in flight through a fake
+`LLM` (`generate_async`).
 
 The argument names checked below were read from TensorRT-LLM's source (`llmapi/llm_args.py`:
 `TorchLlmArgs`, `KvCacheConfig`, `MoeConfig`, `CudaGraphConfig`; `sampling_params.py`:
@@ -9,13 +10,16 @@ The argument names checked below were read from TensorRT-LLM's source (`llmapi/l
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from contract import GenerationRequest, Sampling, parse_request
+from contract import GenerationRequest, GenerationResult, Sampling, parse_request
 from engine_trtllm import (
     IMAGE_PLACEHOLDER,
     TRTLLMEngine,
@@ -329,23 +333,41 @@ def test_to_result_cuts_text_after_the_stop_string() -> None:
     assert result.text == "<tool_call>{}</tool_call>"
 
 
+class FakeOutput:
+    """What `generate_async` returns: awaited through `aresult`, released by the test."""
+
+    def __init__(self, output: Any) -> None:
+        self.output = output
+        self.released = threading.Event()
+
+    async def aresult(self) -> Any:
+        while not self.released.is_set():
+            await asyncio.sleep(0.001)
+        if isinstance(self.output, Exception):
+            raise self.output
+        return self.output
+
+
 @dataclass
 class FakeLLM:
-    """Records what `generate` receives; answers each prompt with its number of images."""
+    """Records what `generate_async` receives; answers each prompt with its number of images,
+    once the test releases it."""
 
-    calls: list[tuple[list[dict[str, Any]], list[Any], bool]] = field(default_factory=list)
+    calls: list[tuple[dict[str, Any], Any]] = field(default_factory=list)
+    pending: list[FakeOutput] = field(default_factory=list)
+    shut_down: bool = False
 
-    def generate(
-        self, inputs: list[dict[str, Any]], sampling_params: list[Any], use_tqdm: bool
-    ) -> list[Any]:
-        self.calls.append((inputs, sampling_params, use_tqdm))
-        outputs = []
-        for prompt in inputs:
-            images = len(prompt.get("multi_modal_data", {}).get("image", []))
-            outputs.append(
-                FakeRequestOutput([0] * 10, [FakeCompletion(f"{images} images", [1, 2], "stop")])
-            )
-        return outputs
+    def generate_async(self, inputs: dict[str, Any], sampling_params: Any) -> FakeOutput:
+        self.calls.append((inputs, sampling_params))
+        images = len(inputs.get("multi_modal_data", {}).get("image", []))
+        output = FakeOutput(
+            FakeRequestOutput([0] * 10, [FakeCompletion(f"{images} images", [1, 2], "stop")])
+        )
+        self.pending.append(output)
+        return output
+
+    def shutdown(self) -> None:
+        self.shut_down = True
 
 
 @dataclass(frozen=True)
@@ -383,20 +405,54 @@ def _request(messages: list[dict[str, Any]], **sampling: Any) -> GenerationReque
     return parse_request(json.dumps(wire), json.dumps(sampling))
 
 
-def test_a_batch_is_one_generate_call(render: Any) -> None:
+class Answers:
+    """Collects each request's result by its index."""
+
+    def __init__(self) -> None:
+        self.results: dict[int, GenerationResult] = {}
+        self.arrived = threading.Condition()
+
+    def done(self, index: int) -> Callable[[GenerationResult], None]:
+        def record(result: GenerationResult) -> None:
+            with self.arrived:
+                self.results[index] = result
+                self.arrived.notify_all()
+
+        return record
+
+    def wait(self, count: int) -> dict[int, GenerationResult]:
+        with self.arrived:
+            assert self.arrived.wait_for(lambda: len(self.results) >= count, timeout=10)
+            return dict(self.results)
+
+
+def test_each_request_goes_to_the_executor_on_arrival_and_is_answered_when_done(
+    render: Any,
+) -> None:
     llm = FakeLLM()
     engine = TRTLLMEngine(llm, render, FakeSamplingParams.make)
-    requests = [
-        _request(_trajectory(), max_tokens=32, stop=["</tool_call>"]),
-        _request([{"role": "user", "content": "hi"}], temperature=0.7, seed=1),
-    ]
-    results = engine.generate(requests)
-    assert [r.text for r in results] == ["2 images", "0 images"]
-    assert all(r.finish_reason == "stop" and r.prompt_tokens == 10 for r in results)
-    [(inputs, params, use_tqdm)] = llm.calls
-    assert len(inputs) == 2 and use_tqdm is False
-    assert params[0].kwargs["stop"] == ["</tool_call>"] and params[0].kwargs["top_k"] == 1
-    assert params[1].kwargs["temperature"] == 0.7 and params[1].kwargs["seed"] == 1
+    answers = Answers()
+    engine.submit(
+        [
+            (_request(_trajectory(), max_tokens=32, stop=["</tool_call>"]), answers.done(0)),
+            (
+                _request([{"role": "user", "content": "hi"}], temperature=0.7, seed=1),
+                answers.done(1),
+            ),
+        ]
+    )
+    assert len(llm.calls) == 2  # both in flight before either is answered
+    (first, first_params), (second, second_params) = llm.calls
+    assert len(first["multi_modal_data"]["image"]) == 2 and "multi_modal_data" not in second
+    assert first_params.kwargs["stop"] == ["</tool_call>"] and first_params.kwargs["top_k"] == 1
+    assert second_params.kwargs["temperature"] == 0.7 and second_params.kwargs["seed"] == 1
+    # The second finishes first and is answered without waiting for the first.
+    llm.pending[1].released.set()
+    assert answers.wait(1) == {1: GenerationResult("0 images", "stop", 10, 2)}
+    llm.pending[0].released.set()
+    assert answers.wait(2)[0] == GenerationResult("2 images", "stop", 10, 2)
+    engine.close()
+    assert llm.shut_down
 
 
 def test_a_request_the_template_cannot_render_fails_alone(render: Any) -> None:
@@ -407,13 +463,32 @@ def test_a_request_the_template_cannot_render_fails_alone(render: Any) -> None:
 
     llm = FakeLLM()
     engine = TRTLLMEngine(llm, picky, FakeSamplingParams.make)
-    results = engine.generate(
+    answers = Answers()
+    engine.submit(
         [
-            _request([{"role": "tool", "content": "x"}]),
-            _request([{"role": "user", "content": "hi"}]),
+            (_request([{"role": "tool", "content": "x"}]), answers.done(0)),
+            (_request([{"role": "user", "content": "hi"}]), answers.done(1)),
         ]
     )
-    assert results[0].finish_reason == "error"
-    assert "chat template error: no tool turns first" in (results[0].error or "")
+    assert answers.wait(1)[0].finish_reason == "error"
+    assert "chat template error: no tool turns first" in (answers.results[0].error or "")
+    assert len(llm.calls) == 1
+    llm.pending[0].released.set()
+    assert answers.wait(2)[1].text == "0 images"
+    engine.close()
+
+
+def test_a_request_the_executor_fails_fails_alone(render: Any) -> None:
+    llm = FakeLLM()
+    engine = TRTLLMEngine(llm, render, FakeSamplingParams.make)
+    answers = Answers()
+    engine.submit(
+        [(_request([{"role": "user", "content": str(i)}]), answers.done(i)) for i in (0, 1)]
+    )
+    llm.pending[0].output = RuntimeError("request cancelled")
+    for output in llm.pending:
+        output.released.set()
+    results = answers.wait(2)
+    assert results[0].error == "engine error: RuntimeError: request cancelled"
     assert results[1].text == "0 images"
-    assert len(llm.calls[0][0]) == 1
+    engine.close()

@@ -1,10 +1,14 @@
-"""Helpers shared by the serving tests: request building and a small gRPC client."""
+"""Helpers shared by the serving tests: request building, a small gRPC client (`agent_vlm` is
+decoupled, so requests go over a gRPC stream), and waiting for an in-flight engine."""
 
 from __future__ import annotations
 
 import base64
 import io
 import json
+import queue
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +80,46 @@ def reply(result: grpcclient.InferResult) -> Reply:
     return Reply(first("text"), first("finish_reason"), json.loads(first("usage")))
 
 
+def stream_infer(
+    client: grpcclient.InferenceServerClient,
+    requests: Sequence[list[grpcclient.InferInput]],
+    timeout_s: float = 120,
+) -> list[grpcclient.InferResult]:
+    """Send every request at once on one stream; their results in request order."""
+    arrived: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    client.start_stream(callback=lambda result, error: arrived.put((result, error)))
+    try:
+        for index, tensors in enumerate(requests):
+            client.async_stream_infer(MODEL_NAME, tensors, request_id=str(index))
+        results: dict[str, grpcclient.InferResult] = {}
+        for _ in requests:
+            result, error = arrived.get(timeout=timeout_s)
+            assert error is None, error
+            results[result.get_response().id] = result
+    finally:
+        client.stop_stream()
+    return [results[str(index)] for index in range(len(requests))]
+
+
 def infer(client: grpcclient.InferenceServerClient, messages: Any, sampling: Any) -> Reply:
-    """One synchronous request."""
-    return reply(client.infer(MODEL_NAME, inputs(messages, sampling)))
+    """One request, waited for."""
+    return reply(stream_infer(client, [inputs(messages, sampling)])[0])
+
+
+def generate_all(engine: Any, requests: Sequence[Any]) -> list[Any]:
+    """Submit `requests` to an in-flight engine together; their results in request order."""
+    results: dict[int, Any] = {}
+    finished = threading.Condition()
+
+    def done(index: int) -> Any:
+        def record(result: Any) -> None:
+            with finished:
+                results[index] = result
+                finished.notify_all()
+
+        return record
+
+    engine.submit([(request, done(index)) for index, request in enumerate(requests)])
+    with finished:
+        assert finished.wait_for(lambda: len(results) == len(requests), timeout=120)
+    return [results[index] for index in range(len(requests))]

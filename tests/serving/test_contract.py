@@ -6,23 +6,26 @@ from __future__ import annotations
 import base64
 import io
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 from contract import (
+    BatchScheduler,
     ContractError,
     GenerationRequest,
     GenerationResult,
     Limits,
     Sampling,
+    answer,
     apply_stop,
     decode_data_url,
     encode_result,
     parse_messages,
+    parse_request,
     parse_sampling,
-    run_batch,
 )
 from PIL import Image
 
@@ -225,7 +228,7 @@ class RecordingEngine:
     """Answers with the request's last text part and records each call's batch size.
 
     The real engines are exercised in test_engine_hf.py and through Triton; this one makes the
-    batch arithmetic of `run_batch` observable.
+    batch arithmetic of `answer` and `BatchScheduler` observable.
     """
 
     calls: list[int] = field(default_factory=list)
@@ -247,6 +250,23 @@ def _last_text(request: GenerationRequest) -> str:
 def _raw(text: str, sampling: object = None) -> tuple[bytes, bytes]:
     messages = json.dumps(image_message(text, sample_image())).encode()
     return messages, json.dumps(sampling or {"max_tokens": 4}).encode()
+
+
+def _answer(engine: RecordingEngine, rows: list[tuple[bytes, bytes]]) -> list[GenerationResult]:
+    """The rows of one Triton request through a `BatchScheduler` over `engine`, waited for."""
+    responses: list[list[GenerationResult]] = []
+    responded = threading.Event()
+    scheduler = BatchScheduler(engine)
+
+    def respond(results: list[GenerationResult]) -> None:
+        responses.append(results)
+        responded.set()
+
+    answer(scheduler, rows, respond)
+    assert responded.wait(10)
+    scheduler.close()
+    assert len(responses) == 1  # one response per request, with every row
+    return responses[0]
 
 
 def test_valid_requests_reach_the_engine_in_one_call_and_bad_ones_fail_alone() -> None:
@@ -274,7 +294,7 @@ def test_valid_requests_reach_the_engine_in_one_call_and_bad_ones_fail_alone() -
         ),
         _raw("third"),
     ]
-    results = run_batch(engine, batch)
+    results = _answer(engine, batch)
     assert engine.calls == [3]
     assert [r.text for r in results if r.finish_reason == "stop"] == ["first", "second", "third"]
     errors = [r.error for r in results if r.finish_reason == "error"]
@@ -287,7 +307,7 @@ def test_valid_requests_reach_the_engine_in_one_call_and_bad_ones_fail_alone() -
 
 def test_an_engine_failure_is_isolated_to_the_request_that_causes_it() -> None:
     engine = RecordingEngine(fail_on="poison")
-    results = run_batch(engine, [_raw("a"), _raw("poison"), _raw("b")])
+    results = _answer(engine, [_raw("a"), _raw("poison"), _raw("b")])
     assert engine.calls == [3, 1, 1, 1]  # the batch, then each request alone
     assert [r.finish_reason for r in results] == ["stop", "error", "stop"]
     assert results[1].error == "engine error: RuntimeError: cannot generate 'poison'"
@@ -295,6 +315,45 @@ def test_an_engine_failure_is_isolated_to_the_request_that_causes_it() -> None:
 
 def test_a_batch_of_only_invalid_requests_never_calls_the_engine() -> None:
     engine = RecordingEngine()
-    results = run_batch(engine, [(b"[]", b"{}")])
+    results = _answer(engine, [(b"[]", b"{}")])
     assert engine.calls == []
     assert results[0].finish_reason == "error"
+
+
+def test_the_scheduler_batches_what_waits_up_to_max_batch() -> None:
+    """Requests that arrive while a batch generates form the next one, `max_batch` at most."""
+    started, release = threading.Event(), threading.Event()
+
+    class SlowEngine(RecordingEngine):
+        def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+            started.set()
+            release.wait(10)
+            return super().generate(requests)
+
+    engine = SlowEngine()
+    scheduler = BatchScheduler(engine, max_batch=2)
+    results: list[GenerationResult] = []
+    all_done = threading.Event()
+
+    def done(result: GenerationResult) -> None:
+        results.append(result)
+        if len(results) == 4:
+            all_done.set()
+
+    request = parse_request(*_raw("x"))
+    scheduler.submit([(request, done)])
+    assert started.wait(10)
+    scheduler.submit([(request, done)] * 3)
+    release.set()
+    assert all_done.wait(10)
+    scheduler.close()
+    assert engine.calls == [1, 2, 1]
+    assert [r.text for r in results] == ["x"] * 4
+
+
+def test_a_closed_engine_fails_what_is_submitted() -> None:
+    scheduler = BatchScheduler(RecordingEngine())
+    scheduler.close()
+    responses: list[list[GenerationResult]] = []
+    answer(scheduler, [_raw("late")], responses.append)
+    assert responses[0][0].error == "engine error: RuntimeError: the engine is closed"

@@ -4,7 +4,11 @@ random-initialised tiny model written by the test, in process and through Triton
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import engine_tiny
 import pytest
@@ -13,7 +17,7 @@ from engines import ConfigError, Instance
 
 from beam_pipelines.serve import TritonServer, stage_model_repository
 
-from .support import MODEL_DIR, image_message, infer, sample_image
+from .support import MODEL_DIR, generate_all, image_message, infer, sample_image
 
 
 @pytest.fixture(scope="session")
@@ -43,10 +47,12 @@ def tiny_random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_random_checkpoint: Path) -> engine_tiny.TinyEngine:
-    return engine_tiny.from_parameters(
+def engine(tiny_random_checkpoint: Path) -> Iterator[engine_tiny.TinyEngine]:
+    running = engine_tiny.from_parameters(
         MODEL_DIR, {"checkpoint": str(tiny_random_checkpoint)}, Instance()
     )
+    yield running
+    running.close()
 
 
 def _request(text: str, **sampling: object):
@@ -56,8 +62,8 @@ def _request(text: str, **sampling: object):
 
 def test_batch_results_match_each_request_alone(engine: engine_tiny.TinyEngine) -> None:
     requests = [_request("short"), _request("a longer question with more words"), _request("x")]
-    batched = engine.generate(requests)
-    assert batched == [engine.generate([r])[0] for r in requests]
+    batched = generate_all(engine, requests)
+    assert batched == [generate_all(engine, [r])[0] for r in requests]
     for result in batched:
         assert isinstance(result, GenerationResult)
         assert result.finish_reason in ("stop", "length") and result.error is None
@@ -67,13 +73,47 @@ def test_batch_results_match_each_request_alone(engine: engine_tiny.TinyEngine) 
 
 def test_seed_and_stop_strings_reach_the_runtime(engine: engine_tiny.TinyEngine) -> None:
     sampled = _request("q", temperature=1.0, seed=11, max_tokens=12)
-    assert engine.generate([sampled]) == engine.generate([sampled])
-    full = engine.generate([_request("q", max_tokens=12)])[0]
+    assert generate_all(engine, [sampled]) == generate_all(engine, [sampled])
+    full = generate_all(engine, [_request("q", max_tokens=12)])[0]
     if len(full.text) >= 4 and full.finish_reason == "length":
         stop = full.text[2:4]
-        stopped = engine.generate([_request("q", max_tokens=12, stop=[stop])])[0]
+        stopped = generate_all(engine, [_request("q", max_tokens=12, stop=[stop])])[0]
         assert stopped.finish_reason == "stop"
         assert stopped.text == full.text[: full.text.index(stop) + len(stop)]
+
+
+def test_requests_join_and_leave_the_running_batch(engine: engine_tiny.TinyEngine) -> None:
+    """A short request that arrives while a long one decodes joins it, finishes first and is
+    answered at once; both equal the same request alone."""
+    long, short = _request("long", max_tokens=60), _request("short", max_tokens=1)
+    alone = generate_all(engine, [long])[0], generate_all(engine, [short])[0]
+    order: list[str] = []
+    results: dict[str, GenerationResult] = {}
+    finished = threading.Event()
+
+    def done(name: str) -> Any:
+        def record(result: GenerationResult) -> None:
+            order.append(name)
+            results[name] = result
+            if len(results) == 2:
+                finished.set()
+
+        return record
+
+    engine.submit([(long, done("long"))])
+    while not engine.batch:  # the long request is decoding
+        time.sleep(0.001)
+    engine.submit([(short, done("short"))])
+    assert finished.wait(120)
+    assert order == ["short", "long"]
+    assert (results["long"], results["short"]) == alone
+
+
+def test_a_prompt_beyond_the_context_fails_alone(engine: engine_tiny.TinyEngine) -> None:
+    huge = _request("word " * 2000)
+    results = generate_all(engine, [huge, _request("fine")])
+    assert results[0].finish_reason == "error" and "exceeds the context" in (results[0].error or "")
+    assert results[1].finish_reason in ("stop", "length")
 
 
 def test_unknown_parameters_are_refused(tiny_random_checkpoint: Path) -> None:

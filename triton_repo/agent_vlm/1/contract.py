@@ -3,8 +3,12 @@
 docs/formats.md's serving contract: `messages` and `sampling` (JSON, BYTES [1]) in; `text`,
 `finish_reason` and `usage` out. This module turns the raw bytes of one request into a
 validated `GenerationRequest` (or a `ContractError` written for the client to read), defines
-the `Engine` protocol every backend implements, and runs one dynamic batch through an engine
-so that a bad request fails alone while the others of its batch are generated together.
+the engine protocols and answers each request as soon as the engine finishes it (`answer`):
+a bad request fails alone, the valid ones are handed to the engine on arrival.
+
+An engine either takes requests as they arrive (`InFlightEngine.submit`: it batches them in
+flight itself, requests joining and leaving its running batch) or generates whole batches
+(`Engine.generate`), which `BatchScheduler` feeds from a queue, one batch after another.
 
 Decoded messages keep the OpenAI chat shape, except that every image part
 `{"type": "image_url", "image_url": {"url": "data:..."}}` becomes
@@ -18,14 +22,18 @@ import base64
 import binascii
 import io
 import json
+import logging
 import math
+import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
+
+log = logging.getLogger(__name__)
 
 FinishReason = Literal["stop", "length", "error"]
 
@@ -84,14 +92,32 @@ class GenerationResult:
 
 
 class Engine(Protocol):
-    """A text generator behind `agent_vlm`.
+    """A batch generator behind `agent_vlm` (served through a `BatchScheduler`).
 
-    `generate` receives every valid request of one dynamic batch at once and returns one result
-    per request, in order. An engine reports a per-request failure as a result with
-    `finish_reason="error"`; an exception means the whole call failed.
+    `generate` receives a batch of valid requests and returns one result per request, in
+    order. An engine reports a per-request failure as a result with `finish_reason="error"`;
+    an exception means the whole call failed.
     """
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]: ...
+
+
+#: Called once with a request's result, on any thread.
+Done = Callable[[GenerationResult], None]
+
+
+@runtime_checkable
+class InFlightEngine(Protocol):
+    """An engine that takes requests as they arrive and answers each when it finishes.
+
+    `submit` hands over the requests that arrived together (they may start together) and
+    returns at once; every request's `done` is called exactly once, with its result or a
+    failure, in whatever order the requests finish. `close` stops the engine's threads.
+    """
+
+    def submit(self, requests: Sequence[tuple[GenerationRequest, Done]]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -231,32 +257,113 @@ def apply_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     return (text, False) if best is None else (text[:best], True)
 
 
-def run_batch(
-    engine: Engine,
-    raw_requests: Sequence[tuple[bytes | str, bytes | str]],
+def answer(
+    engine: InFlightEngine,
+    raw_rows: Sequence[tuple[bytes | str, bytes | str]],
+    respond: Callable[[list[GenerationResult]], None],
     limits: Limits = Limits(),
-) -> list[GenerationResult]:
-    """Decode every request of a dynamic batch and generate all valid ones in one engine call.
+) -> None:
+    """Decode the rows of one Triton request and hand the valid ones to the engine; `respond`
+    gets every row's result, in row order, once the last one is done (on the thread that
+    finished it).
 
-    Invalid requests get an error result without reaching the engine. When the batched call
-    raises, each valid request is retried alone, so that only the request that breaks the
-    engine fails (with the engine's message).
+    Invalid rows get an error result without reaching the engine; a failure to submit fails
+    the rows it was given.
     """
-    results: list[GenerationResult | None] = [None] * len(raw_requests)
-    valid: list[tuple[int, GenerationRequest]] = []
-    for index, (messages, sampling) in enumerate(raw_requests):
+    results: list[GenerationResult | None] = [None] * len(raw_rows)
+    remaining = [len(raw_rows)]
+    lock = threading.Lock()
+
+    def finish(index: int, result: GenerationResult) -> None:
+        with lock:
+            results[index] = result
+            remaining[0] -= 1
+            last = remaining[0] == 0
+        if not last:
+            return
         try:
-            valid.append((index, parse_request(messages, sampling, limits)))
+            respond([r for r in results if r is not None])  # every row has its result now
+        except Exception:  # the client is gone; the engine's thread must go on
+            log.exception("could not send a response")
+
+    valid: list[tuple[GenerationRequest, Done]] = []
+    invalid: list[tuple[int, GenerationResult]] = []
+    for index, (messages, sampling) in enumerate(raw_rows):
+        try:
+            request = parse_request(messages, sampling, limits)
         except ContractError as exc:
-            results[index] = GenerationResult.failure(f"invalid request: {exc}")
-    requests = [request for _, request in valid]
+            invalid.append((index, GenerationResult.failure(f"invalid request: {exc}")))
+            continue
+        valid.append((request, lambda result, index=index: finish(index, result)))
+    if not raw_rows:
+        respond([])
+        return
+    for index, result in invalid:
+        finish(index, result)
+    if not valid:
+        return
     try:
-        generated = _generate(engine, requests)
+        engine.submit(valid)
+    except Exception as exc:  # reported to the client, never raised into Triton
+        for _, done in valid:
+            done(GenerationResult.failure(f"engine error: {type(exc).__name__}: {exc}"))
+
+
+class BatchScheduler:
+    """An `InFlightEngine` over a batch `Engine`: a thread takes every waiting request (up to
+    `max_batch`) as soon as the previous batch is done and generates them together.
+
+    When a batched call raises, each of its requests is retried alone, so only the request
+    that breaks the engine fails (with the engine's message).
+    """
+
+    def __init__(self, engine: Engine, max_batch: int = 16) -> None:
+        self.engine = engine
+        self.max_batch = max_batch
+        self._waiting: list[tuple[GenerationRequest, Done]] = []
+        self._ready = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="batch-scheduler", daemon=True)
+        self._thread.start()
+
+    def submit(self, requests: Sequence[tuple[GenerationRequest, Done]]) -> None:
+        with self._ready:
+            if self._closed:
+                raise RuntimeError("the engine is closed")
+            self._waiting.extend(requests)
+            self._ready.notify()
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._waiting and not self._closed:
+                    self._ready.wait()
+                if self._closed:
+                    batch, self._waiting = self._waiting, []
+                    for _, done in batch:
+                        done(GenerationResult.failure("the engine was closed"))
+                    return
+                batch = self._waiting[: self.max_batch]
+                del self._waiting[: self.max_batch]
+            requests = [request for request, _ in batch]
+            for (_, done), result in zip(
+                batch, generate_isolated(self.engine, requests), strict=True
+            ):
+                done(result)
+
+
+def generate_isolated(engine: Engine, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    """Generate `requests` in one engine call; when it raises, each request alone."""
+    try:
+        return _generate(engine, requests)
     except Exception:
-        generated = [_generate_alone(engine, request) for request in requests]
-    for (index, _), result in zip(valid, generated, strict=True):
-        results[index] = result
-    return [r if r is not None else GenerationResult.failure("not generated") for r in results]
+        return [_generate_alone(engine, request) for request in requests]
 
 
 def _generate(engine: Engine, requests: list[GenerationRequest]) -> list[GenerationResult]:

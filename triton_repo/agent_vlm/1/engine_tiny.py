@@ -1,58 +1,118 @@
-"""The `tiny` engine: the project's own small MoE vision-language model (`tiny_agent`).
+"""The `tiny` engine: the project's own small MoE vision-language model (`tiny_agent`), with
+continuous batching.
 
-Adapter over `tiny_agent.runtime.TinyRuntime` (`load(checkpoint_dir)`), whose `generate`
-takes a batch of `(messages, sampling)` pairs (messages as decoded by `contract`, image parts
-holding PIL images; sampling with `max_tokens, temperature, top_p, seed, stop`) and returns per
-request a `Generation` with `text, finish_reason, prompt_tokens, completion_tokens` (a 4-tuple
-in that order is accepted too).
+A scheduler thread drives one `tiny_agent.runtime.RunningBatch`: between decode steps it
+prefills the requests that arrived meanwhile (as one group) and adds them to the running rows,
+and every request that stops leaves the batch and is answered at once, so a short request
+never waits for a long one and a new request waits at most one step to start. Prompts are
+rendered on arrival (a prompt beyond the context fails alone, before it joins).
 
-Parameters: `checkpoint` (directory, relative to the model directory; default `tiny`).
+Parameters: `checkpoint` (directory, relative to the model directory; default `tiny`),
+`max_running` (requests decoding at once; default 16, the rest wait their turn: on a CPU a
+decode step costs about in proportion to its rows beyond a few, so more at once only delays
+them all).
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from contract import GenerationRequest, GenerationResult, Sampling
-from engines import Instance, resolve_path, take_parameters
+from contract import Done, GenerationRequest, GenerationResult
+from engines import Instance, parse_int, resolve_path, take_parameters
 
-DEFAULTS = {"checkpoint": "tiny"}
-FINISH_REASONS = ("stop", "length", "error")
-
-
-class TinyRuntime(Protocol):
-    """What this adapter needs from `tiny_agent.runtime.TinyRuntime`."""
-
-    def generate(self, batch: list[tuple[list[dict[str, Any]], Sampling]]) -> Sequence[Any]: ...
+DEFAULTS = {"checkpoint": "tiny", "max_running": "16"}
 
 
 class TinyEngine:
-    """Generates a whole dynamic batch with one call into the tiny model's runtime."""
+    """Continuous batching over the tiny model's `RunningBatch` (an `InFlightEngine`)."""
 
-    def __init__(self, runtime: TinyRuntime) -> None:
-        self.runtime = runtime
+    def __init__(self, batch: Any, max_running: int = 16) -> None:
+        self.batch = batch
+        self.max_running = max_running
+        self._waiting: list[tuple[Done, Any, GenerationRequest]] = []
+        self._ready = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="tiny-scheduler", daemon=True)
+        self._thread.start()
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        outputs = self.runtime.generate([(r.messages, r.sampling) for r in requests])
-        results = []
-        for output in outputs:
-            text, finish_reason, prompt_tokens, completion_tokens = _fields(output)
-            if finish_reason not in FINISH_REASONS:
-                raise ValueError(f"tiny runtime returned finish_reason {finish_reason!r}")
-            results.append(
-                GenerationResult(
-                    text=text,
-                    finish_reason=finish_reason,
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
-                    error=text if finish_reason == "error" else None,
-                )
-            )
-        return results
+    def submit(self, requests: Sequence[tuple[GenerationRequest, Done]]) -> None:
+        if self._closed:
+            raise RuntimeError("the engine is closed")
+        arrivals = []
+        for request, done in requests:
+            try:
+                arrivals.append((done, self.batch.prepare(request.messages), request))
+            except ValueError as exc:
+                done(GenerationResult.failure(str(exc)))
+        with self._ready:
+            if self._closed:
+                raise RuntimeError("the engine is closed")
+            self._waiting.extend(arrivals)
+            self._ready.notify()
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._waiting and not self.batch and not self._closed:
+                    self._ready.wait()
+                if self._closed:
+                    dropped = [done for done, _, _ in self._waiting] + self.batch.clear()
+                    self._waiting = []
+                    break
+                room = self.max_running - len(self.batch)
+                arrivals = self._waiting[:room]
+                del self._waiting[:room]
+            self._admit(arrivals)
+            try:
+                finished = self.batch.step()
+            except Exception as exc:  # every running request fails, the engine goes on
+                _fail(self.batch.clear(), exc)
+                continue
+            for done, generation in finished:
+                done(_result(generation))
+        for done in dropped:
+            done(GenerationResult.failure("the engine was closed"))
+
+    def _admit(self, arrivals: list[tuple[Done, Any, GenerationRequest]]) -> None:
+        """Prefill the arrivals together; when that fails, each alone (only the request that
+        breaks the model fails)."""
+        group = [(done, prompt, request.sampling) for done, prompt, request in arrivals]
+        try:
+            self.batch.admit(group)
+        except Exception as exc:
+            if len(group) == 1:
+                _fail([group[0][0]], exc)
+                return
+            for member in group:
+                try:
+                    self.batch.admit([member])
+                except Exception as alone:
+                    _fail([member[0]], alone)
+
+
+def _fail(dones: Sequence[Done], exc: Exception) -> None:
+    for done in dones:
+        done(GenerationResult.failure(f"engine error: {type(exc).__name__}: {exc}"))
+
+
+def _result(generation: Any) -> GenerationResult:
+    return GenerationResult(
+        text=generation.text,
+        finish_reason=generation.finish_reason,
+        prompt_tokens=generation.prompt_tokens,
+        completion_tokens=generation.completion_tokens,
+    )
 
 
 def from_parameters(
@@ -61,17 +121,10 @@ def from_parameters(
     """Load the tiny model from `checkpoint` (the tiny model runs on CPU)."""
     params = take_parameters(parameters, DEFAULTS, "tiny")
     checkpoint = resolve_path(params["checkpoint"], model_dir)
+    max_running = parse_int(params["max_running"], "max_running", minimum=1)
     runtime_module = _import_runtime()
-    return TinyEngine(runtime_module.TinyRuntime.load(checkpoint))
-
-
-def _fields(output: Any) -> tuple[str, str, int, int]:
-    if isinstance(output, tuple):
-        text, finish_reason, prompt_tokens, completion_tokens = output
-    else:
-        text, finish_reason = output.text, output.finish_reason
-        prompt_tokens, completion_tokens = output.prompt_tokens, output.completion_tokens
-    return str(text), str(finish_reason), int(prompt_tokens), int(completion_tokens)
+    runtime = runtime_module.TinyRuntime.load(checkpoint)
+    return TinyEngine(runtime_module.RunningBatch(runtime), max_running)
 
 
 def _import_runtime() -> Any:

@@ -5,10 +5,12 @@ checkpoint directly, with no engine build step.
 
 Skywork-R1V4 is a Qwen3-VL-30B-A3B fine-tune; TensorRT-LLM's PyTorch backend serves that
 architecture (`Qwen3VLMoeForConditionalGeneration`, model type `qwen3_vl_moe`) with its fused
-MoE kernels. Every dynamic batch is one `LLM.generate` call: the executor batches the requests
-in flight, and KV-cache block reuse lets the turns of one trajectory (each turn's prompt is the
-previous turn's prompt plus the model's answer and an observation) reuse their shared prefix,
-images included (TensorRT-LLM hashes image content into the reuse key).
+MoE kernels. Every request goes to the executor on arrival (`LLM.generate_async`) and is
+answered when its output is done: the executor runs one in-flight batch across all requests
+(each joins and leaves it per iteration), and KV-cache block reuse lets the turns of one
+trajectory (each turn's prompt is the previous turn's prompt plus the model's answer and an
+observation) reuse their shared prefix, images included (TensorRT-LLM hashes image content
+into the reuse key).
 
 Images go through the LLM API's multimodal input path, the same one
 `tensorrt_llm.inputs.default_multimodal_input_loader` builds: a prompt rendered with the
@@ -49,14 +51,16 @@ Parameters (strings in the model config; unknown keys are refused; default in br
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from contract import GenerationRequest, GenerationResult, Sampling, apply_stop, image_parts
+from contract import Done, GenerationRequest, GenerationResult, Sampling, apply_stop, image_parts
 from engines import ConfigError, Instance, parse_bool, parse_int, resolve_path, take_parameters
 
 DEFAULTS = {
@@ -289,7 +293,8 @@ def to_result(output: Any, sampling: Sampling) -> GenerationResult:
 
 
 class TRTLLMEngine:
-    """Generates each dynamic batch with one `LLM.generate` call."""
+    """Hands each request to the executor as it arrives (an `InFlightEngine`); an event loop
+    thread awaits the outputs and answers each request when its output is done."""
 
     def __init__(
         self,
@@ -300,29 +305,42 @@ class TRTLLMEngine:
         self.llm = llm
         self.render = render
         self.sampling_params = sampling_params
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="trtllm-outputs", daemon=True
+        )
+        self._thread.start()
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        results: list[GenerationResult | None] = [None] * len(requests)
-        rows: list[tuple[int, dict[str, Any]]] = []
-        for index, request in enumerate(requests):
+    def submit(self, requests: Sequence[tuple[GenerationRequest, Done]]) -> None:
+        for request, done in requests:
             try:
-                rows.append((index, multimodal_input(request.messages, self.render)))
+                prompt = multimodal_input(request.messages, self.render)
             except Exception as exc:  # a request the template cannot render fails alone
-                results[index] = GenerationResult.failure(f"chat template error: {exc}")
-        if rows:
-            samplings = [requests[index].sampling for index, _ in rows]
-            outputs = self.llm.generate(
-                [prompt for _, prompt in rows],
-                sampling_params=[self.sampling_params(**sampling_kwargs(s)) for s in samplings],
-                use_tqdm=False,
-            )
-            for (index, _), output, sampling in zip(rows, outputs, samplings, strict=True):
-                results[index] = to_result(output, sampling)
-        return [r if r is not None else GenerationResult.failure("not generated") for r in results]
+                done(GenerationResult.failure(f"chat template error: {exc}"))
+                continue
+            params = self.sampling_params(**sampling_kwargs(request.sampling))
+            try:
+                output = self.llm.generate_async(prompt, sampling_params=params)
+            except Exception as exc:  # the executor refused this request
+                done(GenerationResult.failure(f"engine error: {type(exc).__name__}: {exc}"))
+                continue
+            asyncio.run_coroutine_threadsafe(_answer(output, request.sampling, done), self._loop)
 
-    def shutdown(self) -> None:
-        """Stop the executor and its workers."""
+    def close(self) -> None:
+        """Stop the executor and its workers (requests in flight end with its error), then
+        the event loop."""
         self.llm.shutdown()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+
+
+async def _answer(output: Any, sampling: Sampling, done: Done) -> None:
+    """Wait for one request's output and answer it."""
+    try:
+        result = to_result(await output.aresult(), sampling)
+    except Exception as exc:  # the request failed in the executor
+        result = GenerationResult.failure(f"engine error: {type(exc).__name__}: {exc}")
+    done(result)
 
 
 def from_parameters(

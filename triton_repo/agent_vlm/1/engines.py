@@ -15,7 +15,7 @@ from pathlib import Path
 
 from budget import KEYS as BUDGET_KEYS
 from budget import BudgetError, ImageBudget, check_stated
-from contract import Engine, Limits
+from contract import BatchScheduler, InFlightEngine, Limits
 
 # engine name -> module (beside this file) with `from_parameters(model_dir, params, instance)`.
 ENGINES: dict[str, str] = {
@@ -86,10 +86,16 @@ class ServingConfig:
             raise ConfigError(str(e)) from None
 
 
-def build_engine(config: ServingConfig, model_dir: Path, instance: Instance = Instance()) -> Engine:
-    """Import the configured engine's module and build the engine from its parameters."""
+def build_engine(
+    config: ServingConfig, model_dir: Path, instance: Instance = Instance(), max_batch: int = 16
+) -> InFlightEngine:
+    """Import the configured engine's module and build the engine from its parameters; an
+    engine that generates whole batches is fed by a `BatchScheduler` of `max_batch`."""
     module = importlib.import_module(ENGINES[config.engine])
-    return module.from_parameters(model_dir, config.engine_parameters, instance)
+    engine = module.from_parameters(model_dir, config.engine_parameters, instance)
+    if isinstance(engine, InFlightEngine):
+        return engine
+    return BatchScheduler(engine, max_batch)
 
 
 def take_parameters(
