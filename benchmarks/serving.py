@@ -2,12 +2,12 @@
 
 Sends the agent's real mix of requests: the turns of synthetic "zoom to read" jobs, each job
 1 to 3 turns deep (as deep as the tiny model's 768-token context allows): the r1v4 system
-prompt with the `code` tool, the job image's model view and the question, then per earlier
-turn the model's tool call and its observation with a crop's view; shuffled the way jobs at
-different turns are in flight together, with the pipeline's sampling (greedy, `max_tokens`
-1024, the protocol's stop strings), so prompts and completions vary widely in length. It
-measures jobs/s, output tokens/s and the client's p50/p95 latency at each concurrency
-(default 16 and 64):
+prompt with the `code` tool, the job image's view and the question, then per earlier turn the
+model's tool call and its observation with a crop's view (views sized, as the pipeline sizes
+them, to the image budget the served model states); shuffled the way jobs at different turns
+are in flight together, with the pipeline's sampling (greedy, `max_tokens` 1024, the
+protocol's stop strings), so prompts and completions vary widely in length. It measures
+jobs/s, output tokens/s and the client's p50/p95 latency at each concurrency (default 16, 64).
 
 - `--compare REV` (default `HEAD`): the same load on the model as committed at REV (a git
   worktree of it, its own `triton_repo` and `tiny_agent`), both servers up and measured
@@ -246,6 +246,20 @@ def engine_parameters(
     )
 
 
+def stated_max_pixels(url: str) -> int:
+    """The `max_pixels` of the image budget the served model states."""
+    from beam_pipelines.model_client.triton import TritonClient
+
+    client = TritonClient(url, MODEL_NAME)
+    try:
+        budget = client.describe(30).budget
+    finally:
+        client.close()
+    if budget is None:
+        raise SystemExit("the served model states no image budget: pass --view-pixels")
+    return budget.max_pixels
+
+
 def git(*args: str) -> str:
     return subprocess.run(
         ["git", "-C", str(REPO_ROOT), *args], check=True, capture_output=True, text=True
@@ -292,7 +306,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=128, help="requests per level (default 128)")
     parser.add_argument("--concurrency", default="16,64", help="levels (default 16,64)")
     parser.add_argument("--max-tokens", type=int, default=1024, help="per request (the pipeline's)")
-    parser.add_argument("--view-pixels", type=int, default=512 * 512, help="model view budget")
+    parser.add_argument(
+        "--view-pixels", type=int, default=None, help="view budget (default: the model's stated)"
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--compare", default="HEAD", help="git revision to compare with ('': none)")
     parser.add_argument("--rounds", type=int, default=2, help="alternations per level")
@@ -309,7 +325,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         workdir = Path(tmp)
         engine, config_name, parameters = engine_parameters(args, workdir)
-        requests = build_requests(args.jobs, args.seed, args.view_pixels)
         sampling = sampling_of(args.max_tokens)
         kind = "KIND_CPU" if not args.device.startswith("cuda") or engine != "hf" else "KIND_GPU"
         servers: dict[str, tuple[Path, dict[str, str]]] = {
@@ -331,11 +346,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ),
                 {"OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(tree)},  # its tiny_agent
             )  # fmt: skip
-        print(
-            f"serving benchmark: engine {engine}, {len(requests)} requests per level, "
-            f"this tree vs {compared or 'nothing'}",
-            file=sys.stderr,
-        )
         urls = {}
         for name, (repository, env) in servers.items():
             running = stack.enter_context(
@@ -344,8 +354,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
             urls[name] = running.grpc_url
+        # Views as the pipeline sizes them: to the image budget the served model states.
+        view_pixels = args.view_pixels or stated_max_pixels(urls["this"])
+        requests = build_requests(args.jobs, args.seed, view_pixels)
+        print(
+            f"serving benchmark: engine {engine}, {len(requests)} requests per level, views of "
+            f"{view_pixels} pixels, this tree vs {compared or 'nothing'}",
+            file=sys.stderr,
+        )
+        for name, url in urls.items():
             # The first executions are slow (lazy initialisation): keep them out of timings.
-            measure(urls[name], f"{name}*", requests[:4], sampling, 4)
+            measure(url, f"{name}*", requests[:4], sampling, 4)
         rounds: dict[str, dict[int, list[Level]]] = {name: {c: [] for c in levels} for name in urls}
         for round_index in range(args.rounds):
             for c in levels:
@@ -366,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "torch_threads": args.threads,
         "requests_per_level": len(requests),
         "max_tokens": args.max_tokens,
-        "view_pixels": args.view_pixels,
+        "view_pixels": view_pixels,
         "rounds": args.rounds,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "servers": {name: [median_level(by_c[c]) for c in levels] for name, by_c in rounds.items()},
