@@ -28,6 +28,7 @@ from tritonclient.utils import InferenceServerException
 
 from beam_pipelines.model_client.base import (
     DEADLINE_EXCEEDED,
+    UNAVAILABLE,
     BadResponseError,
     CallError,
     Completion,
@@ -42,6 +43,16 @@ def call_error(error: InferenceServerException) -> CallError:
     """tritonclient's exception as a `CallError` with the bare status name."""
     code = str(error.status() or "").rsplit(".", 1)[-1].upper()
     return CallError(code, error.message() or str(error))
+
+
+def stream_error(error: InferenceServerException | None) -> CallError:
+    """A stream's failure as a `CallError`. tritonclient reports a stream it can no longer use
+    (the server died, the connection dropped) without a status: that is `UNAVAILABLE`, so the
+    channel retries the request, which opens a new stream; a refusal keeps its own status."""
+    if error is None:
+        return CallError(UNAVAILABLE, "the stream ended without a response")
+    failure = call_error(error)
+    return failure if failure.code else CallError(UNAVAILABLE, str(failure))
 
 
 def bytes_input(name: str, payload: bytes, batched: bool) -> grpcclient.InferInput:
@@ -179,7 +190,7 @@ class TritonClient:
                 with self._lock:
                     unanswered = self._pending.pop(request_id, None) is not None
                 if unanswered or not registered:  # else the stream's failure answered it
-                    done(None, call_error(e))
+                    done(None, stream_error(e))
                 return
         deadline.start()
 
@@ -222,7 +233,7 @@ class TritonClient:
             ended = [self._pending.pop(key) for key in failed]
         for pending in ended:
             pending.deadline.cancel()
-            _complete(pending.done, None, error)
+            pending.done(None, stream_error(error))
 
     def describe(self, timeout_s: float) -> ModelInfo:
         """The label `<model>/<engine>:<checkpoint>` from the config's parameters when it has

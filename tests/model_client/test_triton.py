@@ -177,6 +177,20 @@ def test_a_stream_that_refuses_a_request_fails_it_at_once(fake: FakeGrpc) -> Non
     assert len(fake.streams) == 2  # reopened
 
 
+def test_a_stream_that_fails_without_a_status_is_unavailable(fake: FakeGrpc) -> None:
+    """tritonclient reports an unusable stream (its server died) with no status at all, both
+    on a send and through the stream: that must stay retryable, not a failure of the job."""
+    client, outcomes = _client(fake), Outcomes()
+    client.send(MESSAGES, {}, 30, outcomes.done(0))
+    fake.streams[0](result=None, error=InferenceServerException("The stream is broken"))
+    fake.refuse = InferenceServerException("The stream is no longer in valid state")
+    client.send(MESSAGES, {}, 30, outcomes.done(1))
+    outcomes.wait(2)
+    for index in (0, 1):
+        [(completion, error)] = outcomes.calls[index]
+        assert completion is None and isinstance(error, CallError) and error.code == "UNAVAILABLE"
+
+
 def test_a_model_that_is_not_decoupled_gets_unary_calls() -> None:
     fake = FakeGrpc(decoupled=False)
     client, outcomes = _client(fake), Outcomes()
