@@ -80,6 +80,7 @@ bench: setup
 	$(BIN)/python benchmarks/sandbox.py
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/pipeline_efficiency.py
+	$(BIN)/python benchmarks/pipeline_ceiling.py
 	$(BIN)/python benchmarks/memory.py
 
 train-tiny: setup
