@@ -40,7 +40,7 @@ from beam_pipelines.agent.records import ToolSpec
 from beam_pipelines.io.incremental import CommitInputs, IncrementalPlan, SkipIndexedDone, plan_run
 from beam_pipelines.io.readers import ReadJobs
 from beam_pipelines.io.resume import SkipDoneAndDuplicates
-from beam_pipelines.model_client.base import CallError, ModelEndpoint, ModelInfo, parse_endpoint
+from beam_pipelines.model_client.base import CallError, ModelEndpoint, ModelInfo
 from beam_pipelines.model_client.channel import client_for
 from beam_pipelines.options import (
     AnnotateConfig,
@@ -195,8 +195,7 @@ def _start_server(stack: contextlib.ExitStack) -> str:
 
 def describe_model(address: str, model_name: str, timeout_s: float = 30.0) -> ModelInfo:
     """What the server at `address` (`KIND:URL`) says about `model_name`."""
-    kind, url = parse_endpoint(address)
-    client = client_for(ModelEndpoint(url, model_name, kind=kind))
+    client = client_for(ModelEndpoint.at(address, model_name))
     try:
         return client.describe(timeout_s)
     finally:

@@ -29,7 +29,6 @@ from beam_pipelines.model_client.base import (
     ModelEndpoint,
     ModelError,
     ModelReply,
-    parse_endpoint,
 )
 from beam_pipelines.model_client.channel import ModelChannel, complete
 from beam_pipelines.model_client.openai import SAMPLING_FIELDS
@@ -153,9 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-in-flight", "--max_in_flight", type=int, default=64)
     args = parser.parse_args(argv)
-    kind, url = parse_endpoint(args.endpoint)
-    endpoint = ModelEndpoint(url, args.model, kind=kind, max_in_flight=args.max_in_flight)
-    channel = ModelChannel(endpoint)
+    channel = ModelChannel(
+        ModelEndpoint.at(args.endpoint, args.model, max_in_flight=args.max_in_flight)
+    )
     server = Gateway((args.host, args.port), channel, args.model)
     print(f"serving {args.model} at http://{args.host}:{server.server_port}/v1", flush=True)
     try:

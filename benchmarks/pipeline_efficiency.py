@@ -49,7 +49,6 @@ from beam_pipelines.model_client.base import (  # noqa: E402
     ModelEndpoint,
     ModelError,
     ModelReply,
-    parse_endpoint,
 )
 from beam_pipelines.model_client.channel import (  # noqa: E402
     ModelChannel,
@@ -155,8 +154,7 @@ def run_bare(jobs: Sequence[Job], out: Path, settings: Settings) -> Measured:
     cache = ViewCache()
 
     async def main() -> list[Trajectory]:
-        kind, url = parse_endpoint(settings.endpoint)
-        client = client_for(ModelEndpoint(url, MODEL, kind=kind))
+        client = client_for(ModelEndpoint.at(settings.endpoint, MODEL))
         slots = asyncio.Semaphore(settings.concurrency)
         running = asyncio.get_running_loop()
 
@@ -194,8 +192,9 @@ def run_naive(jobs: Sequence[Job], out: Path, settings: Settings) -> Measured:
     """(c) one job at a time, one turn at a time."""
     store, specs = _context(out, settings)
     runtime = ToolRuntime(TOOLS, 1)
-    kind, url = parse_endpoint(settings.endpoint)
-    channel = ModelChannel(ModelEndpoint(url, MODEL, timeout_s=600, max_in_flight=1, kind=kind))
+    channel = ModelChannel(
+        ModelEndpoint.at(settings.endpoint, MODEL, timeout_s=600, max_in_flight=1)
+    )
     cache = ViewCache()
     trajectories = []
     begun = time.monotonic()

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 
 from beam_pipelines.agent.records import LETTERS
-from beam_pipelines.model_client.base import ModelEndpoint, ModelError, parse_endpoint
+from beam_pipelines.model_client.base import ModelEndpoint, ModelError
 from beam_pipelines.model_client.channel import ModelChannel, complete
 
 PROMPT = (
@@ -33,8 +33,7 @@ class ChoiceJudge:
 
     @classmethod
     def at(cls, address: str, model: str) -> ChoiceJudge:
-        kind, url = parse_endpoint(address)
-        return cls(ModelChannel(ModelEndpoint(url, model, kind=kind, max_in_flight=8)))
+        return cls(ModelChannel(ModelEndpoint.at(address, model, max_in_flight=8)))
 
     def choose(self, question: str, options: Sequence[str], answer: str) -> str | None:
         listed = "\n".join(f"{LETTERS[i]}. {option}" for i, option in enumerate(options))

@@ -49,13 +49,12 @@ class ModelJudge(ImageJudge):
         return {**self.__dict__, "_channel": None}  # a client per worker, never pickled
 
     def setup(self) -> None:
-        from beam_pipelines.model_client.base import ModelEndpoint, parse_endpoint
+        from beam_pipelines.model_client.base import ModelEndpoint
         from beam_pipelines.model_client.channel import ModelChannel
 
         if self._channel is None:
-            kind, url = parse_endpoint(self.endpoint)
-            endpoint = ModelEndpoint(
-                url, self.model_name, timeout_s=self.timeout_s, max_in_flight=4, kind=kind
+            endpoint = ModelEndpoint.at(
+                self.endpoint, self.model_name, timeout_s=self.timeout_s, max_in_flight=4
             )
             self._channel = ModelChannel(endpoint)
 

@@ -57,6 +57,13 @@ class ModelEndpoint:
         if self.kind not in KINDS:
             raise ValueError(f"unknown endpoint kind {self.kind!r}; one of {', '.join(KINDS)}")
 
+    @classmethod
+    def at(cls, address: str, model_name: str = "agent_vlm", **settings: Any) -> ModelEndpoint:
+        """The endpoint an `--endpoint` value (`KIND:URL`, or a bare Triton `host:port`)
+        names, serving `model_name`."""
+        kind, url = parse_endpoint(address)
+        return cls(url, model_name, kind=kind, **settings)
+
     @property
     def address(self) -> str:
         """`KIND:URL`, the form `--endpoint` takes."""

@@ -40,7 +40,6 @@ from beam_pipelines.model_client.base import (
     ModelError,
     ModelReply,
     error_class_of,
-    parse_endpoint,
     retry_delay,
 )
 
@@ -251,13 +250,11 @@ def chat_for(settings: Mapping[str, Any]) -> Callable[[list[dict[str, Any]], dic
     """A tool's `Chat` (`tools.base.Chat`) for the model its settings name: `endpoint`
     (`KIND:URL`), `model`, `timeout_s`; requests go through a channel of their own, with its
     retries, and a failure raises."""
-    kind, url = parse_endpoint(str(settings["endpoint"]))
-    endpoint = ModelEndpoint(
-        url,
+    endpoint = ModelEndpoint.at(
+        str(settings["endpoint"]),
         str(settings.get("model", "agent_vlm")),
         timeout_s=float(settings.get("timeout_s", 60.0)),
         max_in_flight=8,
-        kind=kind,
     )
     channel = ModelChannel(endpoint)
 
