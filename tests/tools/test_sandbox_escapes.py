@@ -15,6 +15,7 @@ import pwd
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -54,22 +55,43 @@ def _mode(protection: str, parent: str) -> object:
 MODES = [_mode(p, who) for p in ("bubblewrap", "fallback") for who in ("root", "user")]
 
 
+def readable_checkout() -> Path:
+    """The driver and `tools/` copied where any uid can read them: the checkout itself may sit
+    in a folder only root can enter (a `mktemp -d` clone), which a non-root parent could not
+    import from."""
+    folder = Path(tempfile.mkdtemp(prefix="escape-driver-"))
+    folder.chmod(0o755)
+    shutil.copytree(HERE.parents[1] / "tools", folder / "tools")
+    (folder / "tests" / "tools").mkdir(parents=True)
+    shutil.copy(HERE / "sandbox_escape_driver.py", folder / "tests" / "tools")
+    for path in (folder, folder / "tests", folder / "tests" / "tools"):
+        path.chmod(0o755)
+    return folder
+
+
 def run_driver(protection: str, parent: str) -> dict:
     names = ",".join(driver.ATTEMPTS)
     script = str(HERE / "sandbox_escape_driver.py")
+    staged = None
     if parent == "user" and ROOT:
         python = shared_interpreter()
         uid = _free_uid()
+        staged = readable_checkout()
         command = [
             shutil.which("setpriv") or "setpriv", f"--reuid={uid}", f"--regid={uid}",
-            "--clear-groups", "--", python.executable, "-I", "-B", script, protection, names,
+            "--clear-groups", "--", python.executable, "-I", "-B",
+            str(staged / "tests" / "tools" / "sandbox_escape_driver.py"), protection, names,
             json.dumps(python.paths),
         ]  # fmt: skip
         env = {"PATH": "/usr/bin:/bin", "LD_LIBRARY_PATH": python.library_path}
     else:
         command = [sys.executable, "-B", script, protection, names, "[]"]
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+    finally:
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
     assert done.returncode == 0, done.stderr[-4000:]
     report = json.loads(done.stdout)
     if "_unavailable" in report:  # e.g. no unprivileged user namespaces for bubblewrap
