@@ -2,7 +2,7 @@
 
 Every call gets a fresh process that is used for exactly one job and then destroyed, so no
 state (globals, files, processes) can leak from one call into the next. Starting that process
-(bubblewrap, the interpreter, importing Pillow and numpy) costs far more than a typical job, so
+(bubblewrap, the interpreter, importing Pillow) costs far more than a typical job, so
 a pool keeps ``pool_size`` of them started and waiting; a background thread replaces each one
 as it is used and cleans up the used ones. With ``pool_size=0`` every call starts its own.
 

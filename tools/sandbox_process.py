@@ -100,7 +100,7 @@ class Launcher:
         return ", ".join(parts)
 
     def argv(self, scratch: str, result_fd: int, uid: int | None, probe: bool) -> list[str]:
-        argv = [*self.prefix, self.interpreter.executable, "-I", "-B", "-c", RUNNER_SOURCE]
+        argv = [*self.prefix, self.interpreter.executable, "-I", "-S", "-B", "-c", RUNNER_SOURCE]
         argv += ["--result-fd", str(result_fd), "--scratch", scratch]
         if uid is not None:
             argv += ["--uid", str(uid), "--gid", str(uid)]
@@ -479,6 +479,8 @@ def _kill_uid(uid: int) -> bool:
     Arrow and torch threads in a pipeline) instead, and that copy now and then crashed before
     its exec: a "Fatal Python error" on stderr and no kill that attempt.
     """
+    if not _uid_processes(uid):
+        return True  # the usual case: the sandbox's processes are gone, nothing to start
     kill = shutil.which("kill", path="/usr/bin:/bin")
     command = [kill, "-9", "-1"] if kill else [sys.executable, "-I", "-S", "-c",
                "import os\ntry: os.kill(-1, 9)\nexcept OSError: pass"]  # fmt: skip

@@ -1,6 +1,6 @@
 """The program that runs inside a sandbox: one job, then exit.
 
-``tools.sandbox`` starts it as ``python -I -B -c <this file's text> ARGS`` inside bubblewrap
+``tools.sandbox`` starts it as ``python -I -S -B -c <this file's text> ARGS`` inside bubblewrap
 (or the fallback), so it must import nothing from the project: the standard library, Pillow
 and numpy only. Its life, in order:
 
@@ -8,7 +8,7 @@ and numpy only. Its life, in order:
    to go on as root), in the fallback set no-new-privileges and a parent-death signal, and
    put up the kernel walls (``--walls``: the text of ``tools/sandbox_walls.py``): Landlock
    and a one-process seccomp filter in the fallback, the seccomp filter in bubblewrap;
-2. import Pillow and numpy: this is the "warm" part a pooled sandbox has already done;
+2. import Pillow: this is the "warm" part a pooled sandbox has already done;
 3. say ``ready`` on the result pipe, then read one job from stdin (code, the original image,
    earlier sub-images, limits);
 4. apply the rlimits (address space, CPU time, processes, file size, no core dumps) and, in the
@@ -523,14 +523,15 @@ def main(argv: list[str]) -> None:
         _put_up_walls(options["--walls"], scratch, readable)
     os.chdir(scratch)
 
-    # The warm part: everything a typical call needs, imported once, before the job exists
-    # (socket: for the fallback's audit hook, which refers to its constants).
+    # The warm part: what every call needs, imported before the job exists (socket: for the
+    # fallback's audit hook, which refers to its constants; Pillow's common formats). NumPy and
+    # the rest of Pillow are imported by the code that uses them: each sandbox runs one call,
+    # so anything imported here costs CPU on every call, used or not (NumPy alone ~90 ms).
     import socket  # noqa: F401
 
-    import numpy  # noqa: F401
-    from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps, PngImagePlugin  # noqa: F401
+    from PIL import Image, ImageOps  # noqa: F401
 
-    Image.init()
+    Image.preinit()
     _write_all(result_fd, encode_message({"type": "ready"}))
     if options.get("--probe") == "1":
         os._exit(0)

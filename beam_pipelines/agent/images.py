@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import struct
 import warnings
+import zlib
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -29,6 +31,15 @@ VIEW_FACTOR = 32
 
 #: What partially transparent images are composited onto.
 BACKGROUND = (255, 255, 255)
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+#: The EXIF tag that says how the stored pixels must be turned to stand upright.
+EXIF_ORIENTATION = 0x0112
+
+#: zlib level of stored PNGs: level 1 encodes a 1 MP photo-like view ~6x faster than Pillow's
+#: default 6 (87 vs 575 ms of CPU) for ~16 % more bytes, on the path of every job.
+PNG_COMPRESS_LEVEL = 1
 
 
 class ImageError(ValueError):
@@ -142,6 +153,8 @@ def _decode(image: Image.Image) -> None:
 
 def _upright(image: Image.Image) -> Image.Image:
     try:
+        if image.getexif().get(EXIF_ORIENTATION, 1) in (1, None):
+            return image  # exif_transpose would return a full-size copy that changes nothing
         return ImageOps.exif_transpose(image) or image
     except Exception:
         # A damaged EXIF block should not lose an otherwise good image; keep it as stored.
@@ -151,7 +164,7 @@ def _upright(image: Image.Image) -> Image.Image:
 def _to_rgb(image: Image.Image) -> Image.Image:
     mode = image.mode
     if mode == "RGB":
-        return image.copy()
+        return image  # freshly decoded (or transposed) by load_image: already its own pixels
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         return _deep_to_rgb(image)
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
@@ -231,8 +244,37 @@ def model_view(image: Image.Image, max_pixels: int) -> Image.Image:
 def encode_png(image: Image.Image) -> bytes:
     """Deterministic PNG bytes (no metadata), the storage format of views and tool images."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=6)
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
+
+
+def is_plain_png(data: bytes) -> bool:
+    """Whether ``data`` is already a plain stored PNG: 8-bit RGB, not interlaced, and nothing
+    but sound IHDR, IDAT and IEND chunks (no metadata). Such tool output is stored as it came
+    (`stored_png`), sparing a re-encode of every crop; the pixels are the same either way."""
+    if len(data) < 33 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return False
+    if data[24:29] != bytes((8, 2, 0, 0, 0)):  # depth 8, RGB, deflate, adaptive, no interlace
+        return False
+    offset, end = len(_PNG_SIGNATURE), len(data)
+    while offset + 12 <= end:
+        length, kind = struct.unpack_from(">I4s", data, offset)
+        stop = offset + 12 + length
+        if stop > end or kind not in (b"IHDR", b"IDAT", b"IEND"):
+            return False
+        (crc,) = struct.unpack_from(">I", data, stop - 4)
+        if zlib.crc32(memoryview(data)[offset + 4 : stop - 4]) != crc:
+            return False
+        if kind == b"IEND":
+            return stop == end
+        offset = stop
+    return False
+
+
+def stored_png(data: bytes, image: Image.Image) -> bytes:
+    """The bytes stored for a tool's PNG ``data``, which ``load_image`` decoded as ``image``:
+    ``data`` itself when it is plain (`is_plain_png`), else ``image`` re-encoded."""
+    return data if is_plain_png(data) else encode_png(image)
 
 
 def sha256_hex(data: bytes) -> str:

@@ -10,7 +10,13 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from beam_pipelines.agent.images import encode_png, load_image, model_view, sha256_hex
+from beam_pipelines.agent.images import (
+    encode_png,
+    load_image,
+    model_view,
+    sha256_hex,
+    stored_png,
+)
 from beam_pipelines.agent.records import ImageRef
 from beam_pipelines.io.files import write_once
 from beam_pipelines.outputs.layout import OutputLayout
@@ -42,6 +48,6 @@ class ImageStore:
         a corrupt file into the trace; `ImageError` propagates to the caller.
         """
         image = load_image(png)
-        # Re-encode so the stored bytes are exactly what load_image saw (RGB, no metadata).
-        full = self.put_png(encode_png(image), image.width, image.height)
+        # Stored as plain RGB without metadata: as it came if it already is (`stored_png`).
+        full = self.put_png(stored_png(png, image), image.width, image.height)
         return full, self.put_view(image)

@@ -18,9 +18,11 @@ from beam_pipelines.agent.images import (
     ImageTruncatedError,
     ImageUnsupportedError,
     encode_png,
+    is_plain_png,
     load_image,
     model_view,
     sha256_hex,
+    stored_png,
     view_size,
 )
 
@@ -279,3 +281,50 @@ def test_encode_png_roundtrips_and_has_no_metadata() -> None:
     assert back.size == (40, 30) and back.mode == "RGB"
     assert np.array_equal(np.asarray(back), np.asarray(image))
     assert sha256_hex(b"") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+def _with_chunk(png: bytes, kind: bytes, body: bytes) -> bytes:
+    """``png`` with one more chunk just before IEND (the last 12 bytes)."""
+    chunk = struct.pack(">I", len(body)) + kind + body
+    chunk += struct.pack(">I", zlib.crc32(kind + body))
+    return png[:-12] + chunk + png[-12:]
+
+
+def _interlaced(png: bytes) -> bytes:
+    """``png`` with its header saying Adam7 interlacing (and a CRC that matches)."""
+    header = png[12:28] + b"\x01"
+    return png[:12] + header + struct.pack(">I", zlib.crc32(header)) + png[33:]
+
+
+def test_plain_png_is_what_encode_png_writes_and_nothing_else() -> None:
+    image = noisy(40, 30)
+    plain = encode_png(image)
+    assert is_plain_png(plain)
+    assert is_plain_png(encode(image, "PNG", compress_level=9))  # any zlib level is plain
+    damaged = bytearray(plain)
+    damaged[-20] ^= 0xFF  # inside the last IDAT: its CRC no longer matches
+    not_plain = {
+        "text chunk": _with_chunk(plain, b"tEXt", b"Comment\x00hello"),
+        "gamma": _with_chunk(plain, b"gAMA", struct.pack(">I", 45455)),
+        "RGBA": encode(image.convert("RGBA"), "PNG"),
+        "greyscale": encode(image.convert("L"), "PNG"),
+        "16-bit": encode(Image.new("I;16", (8, 8)), "PNG"),
+        "interlaced": _interlaced(plain),
+        "trailing bytes": plain + b"junk",
+        "truncated": plain[:-6],
+        "bad CRC": bytes(damaged),
+        "JPEG": encode(image, "JPEG"),
+        "empty": b"",
+    }
+    for name, data in not_plain.items():
+        assert not is_plain_png(data), name
+
+
+def test_stored_png_keeps_plain_bytes_and_reencodes_the_rest() -> None:
+    image = noisy(40, 30)
+    plain = encode(image, "PNG", compress_level=1)
+    assert stored_png(plain, load_image(plain)) is plain
+    tagged = _with_chunk(plain, b"tEXt", b"Comment\x00secret")
+    stored = stored_png(tagged, load_image(tagged))
+    assert stored == encode_png(load_image(tagged)) and b"secret" not in stored
+    assert np.array_equal(np.asarray(load_image(stored)), np.asarray(image))

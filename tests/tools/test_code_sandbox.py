@@ -132,6 +132,24 @@ def test_crop_and_save_returns_the_crop(tool):
     assert second.format == "PNG" and second.size == (64, 32)  # saved as JPEG, returned as PNG
 
 
+def test_numpy_and_the_rest_of_pillow_import_on_demand(tool):
+    # The warm sandbox holds only what every call needs; what the code imports beyond it
+    # must still load behind the walls and within the limits.
+    code = (
+        "import numpy as np\n"
+        "from PIL import Image, ImageDraw, ImageEnhance, ImageFilter\n"
+        "crop = image.crop((0, 0, 40, 30)).filter(ImageFilter.GaussianBlur(1))\n"
+        "ImageDraw.Draw(crop).rectangle((0, 0, 9, 9), fill=(0, 255, 0))\n"
+        "pixels = np.asarray(ImageEnhance.Contrast(crop).enhance(1.0))\n"
+        "print(pixels.shape, pixels[0, 0].tolist())\n"
+        "save_image(pixels)\n"
+    )
+    result = run(tool, code)
+    assert result.ok, result.error
+    assert result.text == "(30, 40, 3) [0, 255, 0]"
+    assert Image.open(io.BytesIO(result.images[0])).size == (40, 30)
+
+
 def test_sub_images_are_preloaded(tool):
     subs = (png(Image.new("RGB", (30, 20), (1, 2, 3))), png(Image.new("L", (7, 5), 9)))
     code = (
