@@ -260,7 +260,8 @@ def run_regenerate(args: argparse.Namespace) -> int:
 
 
 def add_evaluate_command(subparsers: SubParsers) -> None:
-    """`evaluate`: score the agent on V*, HR-Bench 4K/8K, MME-RealWorld or a job JSONL."""
+    """`evaluate`: score the agent on V*, HR-Bench 4K/8K, MME-RealWorld, MMSearch, FVQA or a
+    job JSONL."""
     parser = subparsers.add_parser(
         "evaluate",
         help="score the agent on a benchmark in its native format (Avg@k with --samples)",

@@ -11,7 +11,9 @@ answers them (with `--samples k`, k samples per question `<id>#<k>` at their own
 `--temperature` 1.0 unless given), and the benchmark's scorer scores each sample round on its
 own: the figures reported are the mean over the k rounds (Avg@k; with k = 1, the plain
 score). Every question counts: one without an answer row (a failure, a turn budget spent)
-scores 0. Rerunning the same command resumes: answered questions are not asked again.
+scores 0; rows the loader could not make a job of (a question without an image) are counted
+by reason in `skipped` and reported beside the scores. Rerunning the same command resumes:
+answered questions are not asked again.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ import argparse
 import json
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from beam_pipelines import annotate
-from beam_pipelines.benchmarks import BENCHMARKS, Prediction, get_benchmark
-from beam_pipelines.benchmarks.judge import ChoiceJudge
+from beam_pipelines.benchmarks import BENCHMARKS, JUDGED, Prediction, get_benchmark
+from beam_pipelines.benchmarks.judge import judge_channel
 from beam_pipelines.io.files import join, normalize, write_bytes
 from beam_pipelines.outputs.readers import read_answers
 from beam_pipelines.summary import print_summary
@@ -41,6 +43,7 @@ class EvaluateResult:
     samples: int
     questions: int
     answered: int
+    skipped: dict[str, int]
     scores: dict[str, float]
     rounds: list[dict[str, float]]
     outputs: dict[str, str]
@@ -61,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--input",
         required=True,
         help="vstar: the benchmark folder (category folders of image + JSON pairs); "
-        "hrbench4k/8k, mme-realworld: VLMEvalKit's TSV; jsonl: a job JSONL with answers",
+        "hrbench4k/8k, mme-realworld: VLMEvalKit's TSV; mmsearch: the end2end Parquet file "
+        "of CaraJ/MMSearch; fvqa: fvqa_test.parquet of lmms-lab/FVQA; jsonl: a job JSONL "
+        "with answers",
     )
     parser.add_argument("--output", required=True, help="evaluation folder (local or gs://)")
     parser.add_argument("--samples", type=int, default=1, help="k of Avg@k (%(default)s)")
@@ -69,9 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--judge_endpoint",
         "--judge-endpoint",
         default=None,
-        help="hrbench4k/8k: a served model (KIND:URL, as annotate's --endpoint) that reads "
-        "answers exact matching cannot, as HR-Bench's evaluation does; exact-match figures "
-        "are reported beside",
+        help="hrbench4k/8k, mmsearch, fvqa: a served model (KIND:URL, as annotate's "
+        "--endpoint) that judges answers as the reference evaluation's LLM judge does "
+        "(HR-Bench: the option a free-form answer chose; MMSearch, FVQA: R1V4's yes/no "
+        "against the reference answer); exact-match figures are reported beside",
     )
     parser.add_argument("--judge_model", "--judge-model", default="agent_vlm")
     parser.add_argument(
@@ -95,6 +101,14 @@ def predictions(
     return out
 
 
+def skipped_note(skipped: Mapping[str, int]) -> str:
+    """` Not asked: 3 rows without an image.` (empty when every row was asked)."""
+    if not skipped:
+        return ""
+    counts = ", ".join(f"{n} {'row' if n == 1 else 'rows'} {why}" for why, n in skipped.items())
+    return f" Not asked: {counts}."
+
+
 def average(rounds: Sequence[dict[str, float]]) -> dict[str, float]:
     return {name: statistics.fmean(r[name] for r in rounds) for name in rounds[0]}
 
@@ -108,7 +122,8 @@ def results_markdown(result: EvaluateResult) -> str:
     lines = [
         f"# {result.benchmark}",
         "",
-        f"{result.questions} questions, {k} sample(s) each; {result.answered} answers.",
+        f"{result.questions} questions, {k} sample(s) each; {result.answered} answers."
+        + skipped_note(result.skipped),
         "",
         "| " + " | ".join(head) + " |",
         "| " + " | ".join(["---"] + ["---:"] * (len(head) - 1)) + " |",
@@ -125,12 +140,16 @@ def run(argv: Sequence[str]) -> tuple[EvaluateResult, annotate.AnnotateResult]:
     args, extra = build_parser().parse_known_args(list(argv))
     if args.samples < 1:
         raise ValueError(f"--samples must be at least 1, got {args.samples}")
-    judge = ChoiceJudge.at(args.judge_endpoint, args.judge_model) if args.judge_endpoint else None
+    if args.judge_endpoint and args.benchmark not in JUDGED:
+        raise ValueError(f"--judge_endpoint: {args.benchmark} is scored without a judge")
+    judge = judge_channel(args.judge_endpoint, args.judge_model) if args.judge_endpoint else None
     benchmark = get_benchmark(args.benchmark, judge)
     root = normalize(args.output).rstrip("/")
     jobs = benchmark.load(args.input, join(root, "benchmark", "images"), args.seed)
     if not jobs:
-        raise ValueError(f"{args.input}: the benchmark has no questions")
+        raise ValueError(
+            f"{args.input}: the benchmark has no questions.{skipped_note(benchmark.skipped)}"
+        )
     jobs_path = join(root, "benchmark", "jobs.jsonl")
     write_bytes(jobs_path, "".join(json.dumps(j, ensure_ascii=False) + "\n" for j in jobs).encode())
 
@@ -155,6 +174,7 @@ def run(argv: Sequence[str]) -> tuple[EvaluateResult, annotate.AnnotateResult]:
         samples=args.samples,
         questions=len(jobs),
         answered=answered,
+        skipped=dict(benchmark.skipped),
         scores=average(rounds),
         rounds=rounds,
         outputs={

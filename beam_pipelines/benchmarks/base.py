@@ -6,20 +6,33 @@ a category); images embedded in the files are written out once. A scorer takes o
 `Prediction` per job (the answer text of one sample, or None when the job has no answer row)
 and returns the benchmark's metrics, fractions in [0, 1] in the benchmark's reporting order.
 A job without an answer scores 0, as VLMEvalKit counts predictions it could not obtain.
+Rows a job cannot express yet (a question without an image, or with several) are not loaded:
+the loader counts them by reason in `skipped`, and evaluate reports the counts beside the
+scores, so a figure over fewer questions than the benchmark has never passes unnoticed.
 """
 
 from __future__ import annotations
 
 import io
+import posixpath
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar
 
+import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipelines.io.files import exists, join, normalize, write_bytes
+from beam_pipelines.io.files import exists, is_local, join, normalize, read_bytes, write_bytes
+
+#: Parquet rows decoded at a time: benchmark rows carry whole images.
+PARQUET_BATCH_ROWS = 16
+#: Why a row is not loaded (`Benchmark.skipped`'s keys): a job has exactly one image.
+NO_IMAGE = "without an image"
+SEVERAL_IMAGES = "with several images"
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,8 @@ class Benchmark(ABC):
     """A benchmark's loader and scorer (see the module docstring)."""
 
     name: ClassVar[str]
+    #: Rows of the benchmark's files that `load` made no job of, counted by reason.
+    skipped: Mapping[str, int] = MappingProxyType({})
 
     @abstractmethod
     def load(self, input: str, images_dir: str, seed: int) -> list[dict[str, Any]]:
@@ -72,9 +87,53 @@ def image_extension(data: bytes) -> str:
     return "img"
 
 
+def file_name(text: str) -> str:
+    """`text` as a file name: characters other than letters, digits, `.`, `_`, `-` as `_`."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
+
+
 def write_image(images_dir: str, name: str, data: bytes) -> str:
     """Write an embedded image once (a rerun finds it there); its path."""
     path = join(images_dir, f"{name}.{image_extension(data)}")
     if not exists(path):
         write_bytes(path, data)
     return path
+
+
+def parquet_rows(
+    path: str, columns: Sequence[str], required: Sequence[str]
+) -> Iterator[dict[str, Any]]:
+    """The rows of a local or object-store Parquet file, as dicts of those of `columns` the
+    file has, decoded a few rows at a time; a file without every `required` column is refused."""
+    with FileSystems.open(normalize(path), compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        parquet = pq.ParquetFile(f)
+        names = parquet.schema_arrow.names
+        missing = [c for c in required if c not in names]
+        if missing:
+            raise ValueError(f"{path}: no column {', '.join(missing)} (it has {', '.join(names)})")
+        present = [c for c in columns if c in names]
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=present):
+            yield from batch.to_pylist()
+
+
+def embedded_images(value: Any, folder: str) -> list[bytes]:
+    """The images of a Parquet cell written by Hugging Face `datasets`: an `Image` value
+    (`{"bytes": ..., "path": ...}`), a list of them, or raw bytes; null holds none. A value
+    without bytes is read from its `path`, a relative path against `folder` (the Parquet
+    file's own)."""
+    if value is None:
+        return []
+    if isinstance(value, bytes | bytearray):
+        return [bytes(value)]
+    if isinstance(value, list):
+        return [data for item in value for data in embedded_images(item, folder)]
+    if isinstance(value, Mapping):
+        if value.get("bytes"):
+            return [bytes(value["bytes"])]
+        path = value.get("path")
+        if not path:
+            return []
+        if is_local(path) and not posixpath.isabs(normalize(path)):
+            path = join(folder, path)
+        return [read_bytes(path)]
+    raise ValueError(f"an image cell holds {type(value).__name__}, not an image")

@@ -9,16 +9,26 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from beam_pipelines.benchmarks import Prediction, get_benchmark
-from beam_pipelines.benchmarks.judge import ChoiceJudge
+from beam_pipelines.benchmarks.judge import ChoiceJudge, read_verdict
 from beam_pipelines.benchmarks.mme_realworld import extract_letter
+from beam_pipelines.benchmarks.search_qa import (
+    best_f1,
+    exact_match,
+    f1_score,
+    normalize_answer,
+    reference_answers,
+)
 from beam_pipelines.benchmarks.vstar import shuffled
-from beam_pipelines.model_client.base import Completion, ModelEndpoint
+from beam_pipelines.model_client.base import CallError, Completion, ModelEndpoint
 from beam_pipelines.model_client.channel import ModelChannel
 
-from .helpers import png
+from .helpers import jpeg, png
 
 
 def write_tsv(path: Path, rows: list[dict[str, str]]) -> Path:
@@ -208,7 +218,7 @@ class LetterClient:
 def test_hrbench_asks_the_judge_only_what_exact_matching_cannot_read(tmp_path: Path) -> None:
     tsv = write_tsv(tmp_path / "hr.tsv", hrbench_rows(png()))
     client = LetterClient(" b.")
-    judge = ChoiceJudge(ModelChannel(ModelEndpoint("judge"), client))
+    judge = ModelChannel(ModelEndpoint("judge"), client)
     jobs = get_benchmark("hrbench4k", judge).load(str(tsv), str(tmp_path / "img"), 0)
     answers = ["A", "I would say the second one, beta-ish", None, "D"]
     scores = get_benchmark("hrbench4k", judge).score(
@@ -313,6 +323,305 @@ def test_a_dangling_image_reference_is_an_error(tmp_path: Path) -> None:
     tsv = write_tsv(tmp_path / "hr.tsv", rows)
     with pytest.raises(ValueError, match="refers to row '0'"):
         get_benchmark("hrbench4k").load(str(tsv), str(tmp_path / "img"), 0)
+
+
+# -- MMSearch and FVQA: answer matching as the references compute it -------------------------
+
+
+def test_answers_are_normalised_as_squad_and_the_references_do() -> None:
+    """Cases checked against MMSearch's `normalize_answer` and MMSearch-R1's (the same code)."""
+    assert normalize_answer("The Eiffel Tower.") == "eiffel tower"
+    assert normalize_answer("THE\tBeatles!!") == "beatles"
+    assert normalize_answer("  an   apple  ") == "apple"
+    assert normalize_answer("A.I.") == "ai"  # punctuation goes first: no article left
+    assert normalize_answer("A") == ""
+    assert normalize_answer("theatre") == "theatre"  # articles are whole words
+    assert normalize_answer("1,000 km") == "1000 km"
+    assert normalize_answer("3.14") == "314"  # decimal points too
+    assert normalize_answer("Rock-and-roll") == "rockandroll"
+    assert normalize_answer("U.S.A") == "usa"
+    assert normalize_answer("l’Étoile") == "l’étoile"  # only ASCII punctuation goes
+
+
+def test_f1_follows_mmsearchs_token_f1() -> None:
+    assert f1_score("Eiffel Tower", "the Eiffel Tower") == 1.0
+    # 1 token in common, precision 1/3, recall 1/2.
+    assert f1_score("Tower in Paris", "Eiffel Tower") == pytest.approx(0.4)
+    assert f1_score("paris paris", "paris") == pytest.approx(2 / 3)  # a repeat counts once
+    assert f1_score("the", "Paris") == 0.0  # nothing left of the answer
+    assert f1_score("a", "the") == 1.0  # both empty: they agree
+    assert f1_score(None, "Paris") == 0.0
+    assert f1_score("Grok 2", "Grok-2") == 0.0  # "grok2" is one token
+    assert f1_score("1,000", "1000") == 1.0
+    # lmms-eval's end-to-end score: the best over gt_answer and its alternatives.
+    assert best_f1("Grok 2", ["Grok-2", "Grok 2"]) == 1.0
+    assert best_f1("the Tower", ["Eiffel Tower", "Tower"]) == 1.0
+
+
+def test_exact_match_against_ground_truth_and_candidates() -> None:
+    """Cases checked against MMSearch-R1's `em_check`."""
+    assert exact_match("NamUs", ["namus"])
+    assert exact_match("Spain.", ["Kingdom of Spain", "Spain"])
+    assert exact_match("the U.S.", ["US"])
+    assert not exact_match("Kingdom of Spain", ["Spain"])  # exact, not contained
+    assert not exact_match("2024-09-29", ["2024-09-29 to 2024-10-04"])
+    assert exact_match("", ["the"])  # both normalise to nothing, as there
+    assert not exact_match(None, ["the"])  # no answer row
+
+
+def test_reference_answers_are_listed_as_mmsearch_r1s_reward_manager_lists_them() -> None:
+    flag = "\U0001f1ea\U0001f1f8"
+    candidates = json.dumps(["Kingdom of Spain", "ESP", flag])
+    assert reference_answers("Spain", candidates, "r") == ["Spain", "Kingdom of Spain", "ESP", flag]
+    assert reference_answers("namus", "[]", "r") == ["namus"]
+    assert reference_answers(["x", "y"], ["z", 3, None], "r") == ["x", "y", "z"]  # strings only
+    with pytest.raises(ValueError, match="r: candidate_answers is not a JSON list"):
+        reference_answers("x", "['single quotes']", "r")
+    with pytest.raises(ValueError, match="r: no reference answer"):
+        reference_answers(None, None, "r")
+
+
+def test_the_judges_verdict_is_read_as_r1v4s_judge_script_reads_it() -> None:
+    """`post_process` of `o3-mini-judge.py`, then `"yes" in correct`: quirks included."""
+    assert read_verdict("reasoning: the same city.\ncorrect: yes")
+    assert read_verdict("Correct: yes")  # the field name in any case
+    assert read_verdict("**correct:** yes")
+    assert read_verdict("correct:\nyes")  # the space after the colon may be a newline
+    assert not read_verdict("correct: Yes")  # the verdict is matched in lower case
+    assert not read_verdict("correct: no")
+    assert not read_verdict("yes")  # no field, no verdict
+    # The first "correct:" counts, even inside "incorrect:" in the reasoning.
+    assert not read_verdict("reasoning: Paris is incorrect: it is Lyon.\ncorrect: yes")
+
+
+class VerdictClient:
+    """A judge that answers by the response it is shown (`replies`), or fails the call for a
+    response not listed; records the prompts (a pure-logic fake)."""
+
+    def __init__(self, replies: dict[str, str]) -> None:
+        self.replies = replies
+        self.prompts: list[str] = []
+
+    def send(self, messages: Any, sampling: Any, timeout_s: float, done: Any) -> None:
+        prompt = messages[-1]["content"]
+        self.prompts.append(prompt)
+        response = prompt.split("[response]: ", 1)[1].split("\n", 1)[0]
+        if response not in self.replies:
+            done(None, CallError("INVALID_ARGUMENT", "no"))
+            return
+        done(Completion(self.replies[response], "stop", {"prompt_tokens": 1}), None)
+
+    def describe(self, timeout_s: float) -> Any:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        return None
+
+
+def parquet_image(data: bytes | None, path: str | None = None) -> dict[str, Any]:
+    return {"bytes": data, "path": path}
+
+
+IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+
+
+MMSEARCH_COLUMNS = (
+    "sample_id",
+    "query",
+    "query_image",
+    "area",
+    "subfield",
+    "gt_answer",
+    "alternative_gt_answers",
+)
+
+
+def mmsearch_parquet(root: Path) -> Path:
+    """Four end2end rows: image bytes, no image (text-only), an image by relative path, and a
+    JPEG; `image_search_result` is there, as in the release, and not read."""
+    (root / "imgs").mkdir(parents=True)
+    (root / "imgs" / "k0.png").write_bytes(png(30, 20, (0, 9, 0)))
+    rows = [
+        ("news_0", "Which company released this model?", parquet_image(png()), "news",
+         "technology", "xAI", ["x.AI"]),
+        ("news_1", "Who won the race yesterday?", None, "news", "sports", "Lando Norris", []),
+        ("knowledge_0", "What is this building?", parquet_image(None, "imgs/k0.png"),
+         "knowledge", "architecture", "the Eiffel Tower", []),
+        ("knowledge_1", "Which film is this frame from?",
+         parquet_image(jpeg(Image.new("RGB", (8, 8)))), "knowledge", "anime", "Spirited Away",
+         ["Sen to Chihiro no Kamikakushi"]),
+    ]  # fmt: skip
+    columns = {name: [row[i] for row in rows] for i, name in enumerate(MMSEARCH_COLUMNS)}
+    table = pa.table(
+        {
+            **columns,
+            "query_image": pa.array(columns["query_image"], IMAGE_TYPE),
+            "image_search_result": pa.array([parquet_image(png())] * len(rows), IMAGE_TYPE),
+            "timestamp": ["2024-09-01"] * len(rows),
+            "gt_requery": ["a requery"] * len(rows),
+        }
+    )
+    path = root / "end2end.parquet"
+    pq.write_table(table, path)
+    return path
+
+
+def test_mmsearch_loader_reads_the_end2end_parquet_and_skips_text_only_questions(
+    tmp_path: Path,
+) -> None:
+    bench = get_benchmark("mmsearch")
+    jobs = bench.load(str(mmsearch_parquet(tmp_path / "mmsearch")), str(tmp_path / "img"), 0)
+    ids = ["mmsearch/news_0", "mmsearch/knowledge_0", "mmsearch/knowledge_1"]
+    assert [j["id"] for j in jobs] == ids
+    assert bench.skipped == {"without an image": 1}
+    assert Path(jobs[0]["image"]).read_bytes() == png()
+    assert Path(jobs[1]["image"]).read_bytes() == png(30, 20, (0, 9, 0))  # by its path
+    assert jobs[2]["image"].endswith("knowledge_1.jpg")
+    assert jobs[0]["question"] == "Which company released this model?"
+    assert jobs[0]["answer"] == "xAI"
+    assert jobs[2]["meta"] == {
+        "benchmark": "mmsearch",
+        "sample_id": "knowledge_1",
+        "area": "knowledge",
+        "subfield": "anime",
+        "timestamp": "2024-09-01",
+        "answers": ["Spirited Away", "Sen to Chihiro no Kamikakushi"],
+    }
+
+
+def test_mmsearch_scores_exact_match_and_f1_by_area_and_subfield(tmp_path: Path) -> None:
+    bench = get_benchmark("mmsearch")
+    jobs = bench.load(str(mmsearch_parquet(tmp_path / "m")), str(tmp_path / "img"), 0)
+    answers = ["x.ai", "Eiffel Tower in Paris", None]
+    scores = bench.score([Prediction(j, a) for j, a in zip(jobs, answers, strict=True)])
+    # news_0 exact (an alternative), F1 1; knowledge_0 not exact, F1 2/3 (precision 2/4,
+    # recall 2/2); knowledge_1 unanswered: 0.
+    assert scores == {
+        "overall": pytest.approx(1 / 3),
+        "news": 1.0,
+        "knowledge": 0.0,
+        "f1": pytest.approx((1 + 2 / 3 + 0) / 3),
+        "f1 news": 1.0,
+        "f1 knowledge": pytest.approx(1 / 3),
+        "f1 anime": 0.0,
+        "f1 architecture": pytest.approx(2 / 3),
+        "f1 technology": 1.0,
+    }
+    assert list(scores)[:4] == ["overall", "news", "knowledge", "f1"]
+
+
+def test_mmsearch_judge_sees_the_query_the_answer_and_gt_answer(tmp_path: Path) -> None:
+    client = VerdictClient({"Elon Musk's xAI": "reasoning: same company\ncorrect: yes"})
+    bench = get_benchmark("mmsearch", ModelChannel(ModelEndpoint("judge"), client))
+    jobs = bench.load(str(mmsearch_parquet(tmp_path / "m")), str(tmp_path / "img"), 0)
+    answers = ["Elon Musk's xAI", None, ""]
+    scores = bench.score([Prediction(j, a) for j, a in zip(jobs, answers, strict=True)])
+    (prompt,) = client.prompts  # nothing or an empty answer is wrong without asking
+    assert prompt.startswith("Judge whether the following [response] to [question] is correct")
+    assert "[question]: Which company released this model?" in prompt
+    assert "[response]: Elon Musk's xAI\n" in prompt
+    assert "[correct_answer]: xAI\n" in prompt  # gt_answer alone, as R1V4's judge saw it
+    assert prompt.endswith("or if the extracted answer is incorrect.")
+    assert scores["overall"] == pytest.approx(1 / 3) and scores["news"] == 1.0
+    assert scores["overall (exact)"] == 0.0 and scores["judge failed"] == 0.0
+    assert scores["f1"] == pytest.approx(1 / 3 * 0.5)  # F1 of "elon musks xai" against "xai"
+
+
+def fvqa_parquet(path: Path, categories: bool = True) -> Path:
+    """Six rows as the release has them; the last two have two images and none."""
+    flag = "\U0001f1f2\U0001f1f9"
+    rows = [
+        ("fvqa_test_0", "What is the name of the system shown in the image?", [png()],
+         "namus", "[]", "search_free"),
+        ("fvqa_test_1", "<image>What country does this building belong to?",
+         [jpeg(Image.new("RGB", (8, 8)))], "Malta",
+         json.dumps(["Malta", "mt", "Republic of Malta", "MLT", flag]), "search_free"),
+        ("fvqa_test_2", "What country does this town belong to?", [png(9, 9)], "Hungary",
+         '["HUN"]', "search_required"),
+        ("fvqa_test_3", "Which city is this facility in?", [png(7, 7)], "Sochi", '["Sochi"]',
+         "search_required"),
+        ("fvqa_test_4", "Which is older?", [png(), png(5, 5)], "left", "[]", "search_required"),
+        ("fvqa_test_5", "Who built it?", [], "Eiffel", "[]", "search_required"),
+    ]  # fmt: skip
+    reward_type = pa.struct(
+        [("candidate_answers", pa.string()), ("ground_truth", pa.string()), ("style", pa.string())]
+    )
+    columns = {
+        "prompt": [[{"content": r[1], "role": "user"}] for r in rows],
+        "images": pa.array([[parquet_image(d) for d in r[2]] for r in rows], pa.list_(IMAGE_TYPE)),
+        "reward_model": pa.array(
+            [{"candidate_answers": r[4], "ground_truth": r[3], "style": "rule"} for r in rows],
+            reward_type,
+        ),
+        "data_source": ["mmsearch_r1/fvqa_test"] * len(rows),
+        "image_urls": pa.nulls(len(rows)),
+        "data_id": [r[0] for r in rows],
+    }
+    if categories:
+        columns["category"] = [r[5] for r in rows]
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def test_fvqa_loader_reads_the_verl_parquet_and_counts_what_it_skips(tmp_path: Path) -> None:
+    bench = get_benchmark("fvqa")
+    jobs = bench.load(str(fvqa_parquet(tmp_path / "fvqa_test.parquet")), str(tmp_path / "i"), 0)
+    assert [j["id"] for j in jobs] == [f"fvqa/fvqa_test_{i}" for i in range(4)]
+    assert bench.skipped == {"with several images": 1, "without an image": 1}
+    assert Path(jobs[0]["image"]).read_bytes() == png()
+    assert jobs[0]["image"] == str(tmp_path / "i" / "fvqa_test_0.png")
+    assert jobs[1]["question"] == "What country does this building belong to?"  # no <image>
+    assert jobs[1]["answer"] == "Malta"
+    assert jobs[1]["meta"] == {
+        "benchmark": "fvqa",
+        "data_id": "fvqa_test_1",
+        "data_source": "mmsearch_r1/fvqa_test",
+        "answers": ["Malta", "Malta", "mt", "Republic of Malta", "MLT", "\U0001f1f2\U0001f1f9"],
+        "category": "search_free",
+    }
+
+
+def test_fvqa_scores_exact_match_per_category(tmp_path: Path) -> None:
+    bench = get_benchmark("fvqa")
+    jobs = bench.load(str(fvqa_parquet(tmp_path / "f.parquet")), str(tmp_path / "i"), 0)
+    answers = ["NamUs", "the Republic of Malta.", "hun", None]
+    scores = bench.score([Prediction(j, a) for j, a in zip(jobs, answers, strict=True)])
+    assert scores == {"overall": 0.75, "search_required": 0.5, "search_free": 1.0}
+    # Without a category column (the released test file may have none): overall alone.
+    plain = bench.load(str(fvqa_parquet(tmp_path / "p.parquet", False)), str(tmp_path / "i"), 0)
+    assert bench.score([Prediction(j, a) for j, a in zip(plain, answers, strict=True)]) == {
+        "overall": 0.75
+    }
+
+
+def test_fvqa_judge_decides_and_exact_match_is_reported_beside(tmp_path: Path) -> None:
+    client = VerdictClient(
+        {"NamUs": "correct: yes", "Malta, in Europe": "reasoning: same\ncorrect: yes"}
+    )
+    bench = get_benchmark("fvqa", ModelChannel(ModelEndpoint("judge"), client))
+    jobs = bench.load(str(fvqa_parquet(tmp_path / "f.parquet")), str(tmp_path / "i"), 0)
+    answers = ["NamUs", "Malta, in Europe", "Budapest", None]  # the judge fails on Budapest
+    scores = bench.score([Prediction(j, a) for j, a in zip(jobs, answers, strict=True)])
+    assert len(client.prompts) == 3
+    assert "[correct_answer]: namus\n" in client.prompts[0]
+    assert scores == {
+        "overall": 0.5,
+        "search_required": 0.0,
+        "search_free": 1.0,
+        "overall (exact)": 0.25,
+        "search_required (exact)": 0.0,
+        "search_free (exact)": 0.5,
+        "judge failed": 0.25,
+    }
+
+
+def test_a_search_benchmark_file_without_its_columns_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"question": ["q"], "answer": ["a"]}), path)
+    with pytest.raises(ValueError, match="no column prompt, images, reward_model"):
+        get_benchmark("fvqa").load(str(path), str(tmp_path / "i"), 0)
+    with pytest.raises(ValueError, match="no column query, query_image, gt_answer"):
+        get_benchmark("mmsearch").load(str(path), str(tmp_path / "i"), 0)
 
 
 # -- JSONL -------------------------------------------------------------------------------------
