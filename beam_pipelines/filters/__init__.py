@@ -63,8 +63,8 @@ from beam_pipelines.filters.recrop import NoRepeatedCrop
 from beam_pipelines.filters.replay import (
     REPLAYABLE_TOOLS,
     ToolReplay,
-    normalised_png,
     perceptual_distance,
+    pixel_digest,
 )
 from beam_pipelines.filters.tool_error import NoToolError
 
@@ -95,8 +95,8 @@ __all__ = [
     "build_chain",
     "colour_fraction",
     "image_claims",
-    "normalised_png",
     "parse_verdict",
     "perceptual_distance",
+    "pixel_digest",
     "signature",
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from beam_pipelines.agent.images import encode_png, load_image, sha256_hex
+from beam_pipelines.agent.images import load_image, sha256_hex
 from beam_pipelines.agent.protocols import attached_images
 from beam_pipelines.agent.records import ImageRef, Observation, Trajectory
 from beam_pipelines.filters.base import TrajectoryFilter
@@ -17,9 +17,13 @@ from beam_pipelines.io.image_uris import PUBLIC_IMAGES, ImageSource
 REPLAYABLE_TOOLS = ("code", "image_zoom_in_tool")
 
 
-def normalised_png(png: bytes) -> bytes:
-    """A tool image as the pipeline stores it (decoded safely, re-encoded as plain RGB PNG)."""
-    return encode_png(load_image(png))
+def pixel_digest(png: bytes) -> str:
+    """SHA-256 of an image's size and decoded RGB pixels (through the safe loader): equal for
+    equal pixels whatever the encoder, its zlib level or metadata, so traces written by an
+    older version (stored re-encoded) compare equal to a replay's fresh output."""
+    image = load_image(png)
+    size = f"{image.width}x{image.height}:".encode()
+    return sha256_hex(size + image.tobytes())
 
 
 def perceptual_distance(a: bytes, b: bytes) -> int:
@@ -35,7 +39,7 @@ class ToolReplay(TrajectoryFilter):
     The context is rebuilt as the call saw it: the original image (read again from its URI,
     by `source`, the way the run's tools read it: a file, an object, a public http(s) URL),
     the sub-images of earlier steps, the model's view size. Text and error must be equal;
-    images are compared by the SHA-256 of their normalised PNG (`compare="hash"`), or by a
+    images are compared by the SHA-256 of their decoded pixels (`compare="hash"`), or by a
     perceptual hash distance of at most `max_distance` bits (`compare="perceptual"`: for tools
     whose output is lossy or not bit-exact). Calls of other tools (search, web pages) are not
     replayed: their results change with the world. `settings` are the run's tool settings
@@ -125,12 +129,13 @@ class ToolReplay(TrajectoryFilter):
         if len(images) != len(recorded.images):
             return f"{len(recorded.images)} image(s) recorded, {len(images)} on replay"
         for index, (ref, png) in enumerate(zip(recorded.images, images, strict=True), start=1):
-            fresh = normalised_png(png)
+            stored = read_bytes(ref.uri)
             if self.compare == "hash":
-                if sha256_hex(fresh) != ref.sha256:
+                recorded_intact = sha256_hex(stored) == ref.sha256
+                if not recorded_intact or pixel_digest(png) != pixel_digest(stored):
                     return f"image {index} differs (content hash)"
             else:
-                distance = perceptual_distance(read_bytes(ref.uri), fresh)
+                distance = perceptual_distance(stored, png)
                 if distance > self.max_distance:
                     return f"image {index} differs (perceptual distance {distance})"
         return None

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 from pathlib import Path
 
 import pytest
 from pipeline.helpers import Loopback, answered, code_call, started
 
+from beam_pipelines.agent.images import load_image
 from beam_pipelines.filters import ToolReplay
+from beam_pipelines.io.files import read_bytes
 from beam_pipelines.io.image_uris import ImageSource
 from beam_pipelines.outputs.layout import OutputLayout
 from beam_pipelines.transforms.execute_tools import ToolRuntime, run_turn
@@ -27,6 +30,27 @@ def test_replay_matches_recorded_crops_and_catches_a_changed_one(tmp_path: Path)
     replay = ToolReplay(source=ImageSource(allow_hosts=["127.0.0.1"]))
     try:
         assert replay.check(done) is None  # both calls, the second reading sub_image_1
+
+        # A trace whose crop was stored with other PNG bytes (an older version re-encoded it
+        # at another zlib level) still matches: the pixels are compared, not the encoding.
+        first = done.steps[0].observation.images[0]
+        buffer = io.BytesIO()
+        load_image(read_bytes(first.uri)).save(buffer, "PNG", compress_level=9)
+        recoded = buffer.getvalue()
+        assert recoded != read_bytes(first.uri)
+        older = dataclasses.replace(
+            done,
+            steps=(
+                dataclasses.replace(
+                    done.steps[0],
+                    observation=dataclasses.replace(
+                        done.steps[0].observation, images=(store.put_png(recoded, 20, 10),)
+                    ),
+                ),
+                *done.steps[1:],
+            ),
+        )
+        assert replay.check(older) is None
 
         # A recorded image that is not what the call makes is caught by its hash...
         step = done.steps[0]
