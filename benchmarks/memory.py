@@ -19,7 +19,13 @@ depends on the elements it holds, not on the model's arithmetic, which runs in t
 in the measured process; a faster model means more elements in flight per second, not fewer.
 The results record which model was used.
 
-    python benchmarks/memory.py [--model tiny|scripted] [--small 500] [--large 5000]
+`--model instant` needs no server: annotate's in-process scripted model (`--endpoint
+scripted:call`) asks for one `image_zoom_in_tool` crop around the target, then answers; every
+job still reads and views its image (512 px here), stores a tool image and its view, and
+writes a trajectory, trace and answer row, at a fraction of the CPU, so a 50,000-job run fits
+in minutes.
+
+    python benchmarks/memory.py [--model tiny|scripted|instant] [--small 500] [--large 5000]
         [--triton-url H:P]
 """
 
@@ -47,6 +53,7 @@ from beam_pipelines.serve import DEFAULT_MODEL_REPOSITORY, TritonServer  # noqa:
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "memory.json"
 DISTINCT_IMAGES = 100
 SCRIPTED_REPO = REPO_ROOT / "tests" / "pipeline" / "scripted_repo"
+INSTANT_SIDE = 512  # px, the instant model's images (`shrink_images`)
 
 
 def scripted_question(job: dict[str, Any]) -> str:
@@ -58,15 +65,38 @@ def scripted_question(job: dict[str, Any]) -> str:
     return "CALL " + json.dumps({"name": "code", "arguments": {"code": code}})
 
 
-def write_jobs(base: Path, n: int, destination: Path, scripted: bool = False) -> Path:
-    """`n` jobs cycling over the base corpus's jobs, each with its own id; with `scripted`,
-    each question is the scripted model's call (`scripted_question`)."""
+def shrink_images(folder: Path, side: int) -> None:
+    """Re-save the corpus's JPEGs at `side` px: the instant model's jobs measure how memory
+    grows with the number of jobs, and small images keep 50,000 of them affordable (a box in
+    relative coordinates crops the same content at any size)."""
+    from PIL import Image
+
+    for path in folder.glob("*.jpg"):
+        with Image.open(path) as image:
+            small = image.resize((side, side), Image.Resampling.BICUBIC)
+        small.save(path, quality=92)
+
+
+def zoom_question(job: dict[str, Any]) -> str:
+    """`CALL` + the `image_zoom_in_tool` call for the same box (relative 0-1000 coordinates)."""
+    from beam_pipelines.synthetic import IMAGE_SIDE
+
+    target = job["meta"]["target"]
+    x, y = (round(1000 * target[k] / IMAGE_SIDE) for k in ("x", "y"))
+    box = [max(0, x - 40), max(0, y - 40), min(1000, x + 40), min(1000, y + 40)]
+    return "CALL " + json.dumps({"name": "image_zoom_in_tool", "arguments": {"bbox_2d": box}})
+
+
+def write_jobs(base: Path, n: int, destination: Path, model: str = "tiny") -> Path:
+    """`n` jobs cycling over the base corpus's jobs, each with its own id; for the scripted
+    models each question is the model's call (`scripted_question`, `zoom_question`)."""
     templates = [json.loads(line) for line in base.read_text().splitlines()]
-    if scripted:
+    question = {"scripted": scripted_question, "instant": zoom_question}.get(model)
+    if question is not None:
         # Without options: the protocol appends them to the question, after the call's JSON.
         templates = [
             {k: v for k, v in job.items() if k not in ("options", "answer")}
-            | {"question": scripted_question(job)}
+            | {"question": question(job)}
             for job in templates
         ]
     with destination.open("w") as f:
@@ -89,7 +119,7 @@ def answer_rows(out: Path) -> dict[str, int]:
 
 
 def measure(
-    jobs: Path, out: Path, url: str, max_turns: int, concurrency: int, extra: Sequence[str]
+    jobs: Path, out: Path, endpoint: str, max_turns: int, concurrency: int, extra: Sequence[str]
 ) -> dict[str, Any]:
     """Run annotate in its own process; its peak RSS and wall time."""
     command = [
@@ -99,7 +129,7 @@ def measure(
         "annotate",
         f"--input={jobs}",
         f"--output={out}",
-        f"--triton_url={url}",
+        f"--endpoint={endpoint}",
         f"--max_turns={max_turns}",
         f"--max_in_flight={concurrency}",
         "--progress=off",
@@ -126,10 +156,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--model",
-        choices=("tiny", "scripted"),
+        choices=("tiny", "scripted", "instant"),
         default="tiny",
         help="tiny: the embedded model (triton_repo); scripted: the pipeline tests' scripted "
-        "agent_vlm, every job one sandboxed crop then an answer",
+        "agent_vlm, every job one sandboxed crop then an answer; instant: the in-process "
+        "scripted model (no server), every job one image_zoom_in_tool crop then an answer, "
+        "cheap enough for --large 50000",
     )
     parser.add_argument("--small", type=int, default=500)
     parser.add_argument("--large", type=int, default=5000)
@@ -145,18 +177,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-mem-")))
         base = write_corpus(work / "base", DISTINCT_IMAGES, seed=99)
-        url = args.triton_url
         scripted = args.model == "scripted"
-        if not url:
+        extra = [f"--max_tokens={args.max_tokens}"] if args.max_tokens else []
+        if args.model == "instant":
+            shrink_images(base.parent / "images", INSTANT_SIDE)
+            endpoint = "scripted:call"
+            extra.append("--tools=image_zoom_in_tool")
+        elif args.triton_url:
+            endpoint = f"triton:{args.triton_url}"
+        else:
             repository = SCRIPTED_REPO if scripted else DEFAULT_MODEL_REPOSITORY
             server = TritonServer(repository, log_file=work / "tritonserver.log")
-            url = stack.enter_context(server).grpc_url
+            endpoint = f"triton:{stack.enter_context(server).grpc_url}"
         runs = {}
         for name, n in (("small", args.small), ("large", args.large)):
-            jobs = write_jobs(base, n, work / f"{name}.jsonl", scripted)
-            extra = [f"--max_tokens={args.max_tokens}"] if args.max_tokens else []
+            jobs = write_jobs(base, n, work / f"{name}.jsonl", args.model)
             runs[name] = measure(
-                jobs, work / f"out-{name}", url, args.max_turns, args.concurrency, extra
+                jobs, work / f"out-{name}", endpoint, args.max_turns, args.concurrency, extra
             )
 
     ratio = runs["large"]["peak_rss_mib"] / runs["small"]["peak_rss_mib"]
@@ -170,7 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "memory",
         "model": args.model,
         "model_repository": (
-            args.triton_url
+            "in-process (scripted:call)"
+            if args.model == "instant"
+            else args.triton_url
             or str((SCRIPTED_REPO if scripted else DEFAULT_MODEL_REPOSITORY).relative_to(REPO_ROOT))
         ),
         "runs": runs,

@@ -7,10 +7,17 @@ against the in-process scripted model (`--endpoint scripted:call`), three ways, 
 annotate pipeline, (c) one job at a time. Two models: instant, and one that answers each
 request after `--delay-s` with every request waiting at once (a GPU server batching in
 flight, as the client sees it). For each `max_in_flight` level: jobs/s, CPU ms per job (this
-process and its sandboxes: `getrusage` of self and of reaped children), cores busy (CPU
+process and the sandboxes it reaps: `getrusage` of self and children), cores busy (CPU
 seconds over wall seconds). Ratios compare within one run; the machine is shared and noisy.
 
+A last run gives the instant model jobs whose crop first waits `--tool-latency-s` (a tool
+that waits on a service), at the highest level: its jobs/s over the instant model's says how
+much tool latency the pipeline hides. CPU is also read machine-wide from `/proc/stat`
+(`machine_*`): a bubblewrap sandbox's processes are reaped in its own pid namespace, so their
+CPU never reaches this process's rusage; those columns need a quiet machine.
+
     python benchmarks/pipeline_ceiling.py [--jobs 96] [--levels 16,64,256] [--delay-s 0.3]
+        [--tool-workers 4] [--tool-latency-s 0.5]
 """
 
 from __future__ import annotations
@@ -40,8 +47,9 @@ from beam_pipelines.agent.records import Job  # noqa: E402
 from beam_pipelines.model_client.scripted import SCRIPTED_BUDGET  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "pipeline_ceiling.json"
-CROP = {"name": "code", "arguments": {"code": "save_image(image.crop((512, 512, 1024, 1024)))"}}
+CROP_CODE = "save_image(image.crop((512, 512, 1024, 1024)))"
 IMAGES = 8  # distinct originals, cycled over the jobs (views are content-addressed)
+TOOL_LATENCY = "instant+tool-latency"
 
 
 @dataclass(frozen=True)
@@ -55,9 +63,20 @@ class Level:
     jobs_per_s: float
     cpu_ms_per_job: float
     cores_busy: float
+    machine_cpu_ms_per_job: float
+    machine_cores_busy: float
 
 
-def write_jobs(folder: Path, n: int) -> tuple[Path, list[Job]]:
+def crop_call(tool_latency_s: float = 0.0) -> dict[str, Any]:
+    """The standard crop as a `code` call; with `tool_latency_s`, the code first sleeps that
+    long (a tool that waits on something: wall time, no CPU)."""
+    code = (
+        f"import time\ntime.sleep({tool_latency_s:g})\n{CROP_CODE}" if tool_latency_s else CROP_CODE
+    )
+    return {"name": "code", "arguments": {"code": code}}
+
+
+def write_jobs(folder: Path, n: int, tool_latency_s: float = 0.0) -> tuple[Path, list[Job]]:
     """`n` standard crop jobs over `IMAGES` distinct 2048 px JPEGs."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -70,9 +89,10 @@ def write_jobs(folder: Path, n: int) -> tuple[Path, list[Job]]:
         path = folder / f"image-{i}.jpg"
         path.write_bytes(buffer.getvalue())
         paths.append(path)
+    call = json.dumps(crop_call(tool_latency_s))
     lines = [
         json.dumps({"id": f"crop-{k:06d}", "image": str(paths[k % IMAGES]),
-                    "question": f"CALL {json.dumps(CROP)}"})
+                    "question": f"CALL {call}"})
         for k in range(n)
     ]  # fmt: skip
     jobs_path = folder / "jobs.jsonl"
@@ -86,10 +106,21 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def machine_cpu_seconds() -> float:
+    """CPU seconds every core of the machine has been busy (``/proc/stat``), which counts
+    what `cpu_seconds` cannot: a bubblewrap sandbox's processes are reaped inside its pid
+    namespace, so their time never reaches this process's children. Only meaningful on a
+    quiet machine."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(run: Callable[[], Measured], model: str, level: int) -> Level:
-    before = cpu_seconds()
+    before, machine_before = cpu_seconds(), machine_cpu_seconds()
     measured = run()
-    cpu = cpu_seconds() - before
+    cpu, machine = cpu_seconds() - before, machine_cpu_seconds() - machine_before
     row = Level(
         model=model,
         mode=measured.mode,
@@ -100,10 +131,13 @@ def measure(run: Callable[[], Measured], model: str, level: int) -> Level:
         jobs_per_s=round(measured.jobs_per_s, 2),
         cpu_ms_per_job=round(1000 * cpu / max(1, measured.jobs), 1),
         cores_busy=round(cpu / measured.wall_s, 2),
+        machine_cpu_ms_per_job=round(1000 * machine / max(1, measured.jobs), 1),
+        machine_cores_busy=round(machine / measured.wall_s, 2),
     )
     print(f"  {model:8s} {measured.mode:8s} c={level:<4d} {row.jobs_per_s:7.2f} jobs/s "
-          f"{row.cpu_ms_per_job:7.1f} CPU ms/job {row.cores_busy:4.2f} cores",
-          file=sys.stderr, flush=True)  # fmt: skip
+          f"{row.cpu_ms_per_job:7.1f} CPU ms/job {row.cores_busy:4.2f} cores "
+          f"(machine: {row.machine_cpu_ms_per_job:7.1f} ms/job {row.machine_cores_busy:4.2f} "
+          "cores)", file=sys.stderr, flush=True)  # fmt: skip
     return row
 
 
@@ -114,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay-s", type=float, default=0.3, help="the slow model's delay")
     parser.add_argument("--tool-workers", type=int, default=4)
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument(
+        "--tool-latency-s",
+        type=float,
+        default=0.5,
+        help="the tool-latency run: each crop first waits this long (0: no such run)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     levels = [int(v) for v in args.levels.split(",")]
@@ -138,12 +178,26 @@ def main(argv: list[str] | None = None) -> int:
                 naive_jobs = jobs[: max(8, args.jobs // 8)]  # the slow model makes it long
                 naive = partial(run_naive, naive_jobs, work / f"{model}-naive", settings)
                 rows.append(measure(naive, model, 1))
+        if args.tool_latency_s:
+            # The instant model at the highest level, every crop waiting first: how much of
+            # the tool's latency the pipeline hides (compare with instant/pipeline there).
+            waiting, _ = write_jobs(work / "waiting", args.jobs, args.tool_latency_s)
+            level = levels[-1]
+            settings = Settings(
+                models["instant"], level, 4, SCRIPTED_BUDGET.max_pixels, args.tool_workers, 256
+            )
+            run = partial(run_pipeline, waiting, work / "waiting-out", settings)
+            rows.append(measure(run, TOOL_LATENCY, level))
 
     def rate(model: str, mode: str, level: int) -> float | None:
         found = [r for r in rows if (r.model, r.mode, r.max_in_flight) == (model, mode, level)]
         return found[0].jobs_per_s if found else None
 
     ratios: dict[str, Any] = {}
+    waited = rate(TOOL_LATENCY, "pipeline", levels[-1])
+    plain = rate("instant", "pipeline", levels[-1])
+    if waited and plain:
+        ratios[f"{TOOL_LATENCY}@{levels[-1]}"] = {"over_no_latency": round(waited / plain, 3)}
     for model in models:
         naive = rate(model, "naive", 1)
         for level in levels:
@@ -160,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         "commit": commit,
         "jobs": args.jobs,
         "delay_s": args.delay_s,
+        "tool_latency_s": args.tool_latency_s,
+        "tool_workers": args.tool_workers,
         "levels": [asdict(r) for r in rows],
         "ratios": ratios,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
