@@ -27,19 +27,20 @@ SPECIAL_TOKENS = (
 )
 
 # ChatML, as the Qwen-VL family renders it: each image part becomes one image pad that the
-# processor expands to the image's number of visual tokens.
+# processor expands to the image's number of visual tokens. The newlines are expressions:
+# `{%-` would strip a literal one before it.
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
-    "<|im_start|>{{ message['role'] }}\n"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
     "{%- if message['content'] is string -%}{{ message['content'] }}"
     "{%- else -%}{%- for part in message['content'] -%}"
     "{%- if part['type'] == 'image' or part['type'] == 'image_url' -%}"
     "<|vision_start|><|image_pad|><|vision_end|>"
     "{%- elif part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
     "{%- endfor -%}{%- endif -%}"
-    "<|im_end|>\n"
+    "{{ '<|im_end|>\\n' }}"
     "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}<|im_start|>assistant\n{%- endif -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
 )
 
 _CORPUS = [
