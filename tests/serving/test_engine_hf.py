@@ -129,6 +129,20 @@ def test_template_failure_fails_only_that_request(engine: engine_hf.HFEngine) ->
     assert "chat template error" in (results[1].error or "")
 
 
+def test_prompt_log_records_what_the_model_receives(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    parameters = {"checkpoint": str(tiny_checkpoint), "prompt_log": "prompts.jsonl"}
+    logging = engine_hf.from_parameters(tmp_path, parameters, Instance())  # relative: model dir
+    requests = [_request("with a picture"), _request("without", image=False)]
+    results = logging.generate(requests)
+    logged = [json.loads(line) for line in (tmp_path / "prompts.jsonl").read_text().splitlines()]
+    assert [entry["prompt"] for entry in logged] == [
+        logging.processor.render(request.messages) for request in requests
+    ]
+    # The 64 x 48 image as the processor kept it: 64 x 64, 4 merged 2 x 2 patches of 16 px.
+    assert [entry["images"] for entry in logged] == [[{"height": 64, "width": 64, "tokens": 4}], []]
+    assert [entry["prompt_tokens"] for entry in logged] == [r.prompt_tokens for r in results]
+
+
 @pytest.mark.parametrize(
     ("parameters", "message"),
     [

@@ -15,7 +15,12 @@ CPU torch build.
 
 Parameters: `checkpoint` (required), `device` (`auto`: the Triton instance's device),
 `dtype` (`auto`: bfloat16 on GPU, float32 on CPU), `attn_implementation` (`sdpa`),
-`torch_threads` (0: torch's default).
+`torch_threads` (0: torch's default), `prompt_log` (empty: off; else a file, absolute or
+relative to the model's directory, to which every request's prompt is appended as the model
+receives it, one JSON line each: `prompt`, the chat template's rendering with one image pad
+per image; `images`, the `height`, `width` and `tokens` each image was processed to;
+`prompt_tokens`. For checking a checkpoint's chat template and image budget against what the
+model was trained on).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ DEFAULTS = {
     "dtype": "auto",
     "attn_implementation": "sdpa",
     "torch_threads": "0",
+    "prompt_log": "",
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 IMAGE_TOKEN = "<|image_pad|>"
@@ -197,12 +203,19 @@ class RowStopper:
 class HFEngine:
     """Generates each dynamic batch with one `model.generate` call."""
 
-    def __init__(self, model: Any, processor: VisionChatProcessor, device: str) -> None:
+    def __init__(
+        self,
+        model: Any,
+        processor: VisionChatProcessor,
+        device: str,
+        prompt_log: Path | None = None,
+    ) -> None:
         from transformers import GenerationConfig
 
         self.model = model
         self.processor = processor
         self.device = device
+        self.prompt_log = prompt_log
         tokenizer = processor.tokenizer
         eos = model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
@@ -221,7 +234,12 @@ class HFEngine:
 
     @classmethod
     def load(
-        cls, checkpoint: Path, device: str, dtype: torch.dtype, attn_implementation: str
+        cls,
+        checkpoint: Path,
+        device: str,
+        dtype: torch.dtype,
+        attn_implementation: str,
+        prompt_log: Path | None = None,
     ) -> HFEngine:
         from transformers import AutoModelForImageTextToText
 
@@ -231,7 +249,7 @@ class HFEngine:
         model = AutoModelForImageTextToText.from_pretrained(
             checkpoint, dtype=dtype, attn_implementation=attn_implementation
         )
-        return cls(model.to(device).eval(), processor, device)
+        return cls(model.to(device).eval(), processor, device, prompt_log)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         results: list[GenerationResult | None] = [None] * len(requests)
@@ -261,6 +279,8 @@ class HFEngine:
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
         batch = self.processor.batch(prompts, images)
+        if self.prompt_log is not None:
+            self._log_prompts(prompts, batch)
         inputs = {name: tensor.to(self.device) for name, tensor in batch.inputs.items()}
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
@@ -291,6 +311,29 @@ class HFEngine:
             )
         return results
 
+    def _log_prompts(self, prompts: list[str], batch: PromptBatch) -> None:
+        """Append each row's prompt, image sizes and token count to `prompt_log`."""
+        grids = batch.inputs.get("image_grid_thw")
+        sizes = iter([] if grids is None else grids.tolist())
+        patch = int(getattr(self.processor.image_processor, "patch_size", 1))
+        merge = self.processor.merge_size
+        lines = []
+        for row, prompt in enumerate(prompts):
+            images = []
+            for _ in range(prompt.count(IMAGE_TOKEN)):
+                frames, height, width = next(sizes)
+                images.append(
+                    {
+                        "height": height * patch,
+                        "width": width * patch,
+                        "tokens": frames * height * width // merge**2,
+                    }
+                )
+            record = {"prompt": prompt, "images": images, "prompt_tokens": batch.prompt_tokens[row]}
+            lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+        with self.prompt_log.open("a", encoding="utf-8") as log:
+            log.write("".join(lines))
+
 
 def from_parameters(model_dir: Path, parameters: Mapping[str, str], instance: Instance) -> HFEngine:
     """Build the engine from config parameters (see the module docstring)."""
@@ -306,7 +349,8 @@ def from_parameters(model_dir: Path, parameters: Mapping[str, str], instance: In
     if threads:
         torch.set_num_threads(threads)
     checkpoint = resolve_path(params["checkpoint"], model_dir)
-    return HFEngine.load(checkpoint, device, dtype, params["attn_implementation"])
+    prompt_log = resolve_path(params["prompt_log"], model_dir) if params["prompt_log"] else None
+    return HFEngine.load(checkpoint, device, dtype, params["attn_implementation"], prompt_log)
 
 
 def _pick(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> int:
