@@ -96,6 +96,9 @@ class ToolContext:
     call's wall clock below the tool's own limit (for example the rest of a job's budget), and
     ``max_images`` caps how many images this call may return (for example what is left of a
     trajectory's image budget); None leaves the tool's own limits.
+
+    A multi-image job's other originals are ``more_images`` (its second image first) and their
+    views' sizes ``more_view_sizes``; ``images`` is every original, ``image`` first.
     """
 
     image: bytes
@@ -103,6 +106,20 @@ class ToolContext:
     view_size: tuple[int, int] | None = None
     timeout_s: float | None = None
     max_images: int | None = None
+    more_images: tuple[bytes, ...] = ()
+    more_view_sizes: tuple[tuple[int, int] | None, ...] = ()
+
+    @property
+    def images(self) -> tuple[bytes, ...]:
+        """Every original of the job, in the order the model was shown them."""
+        return (self.image, *self.more_images)
+
+    def view_size_of(self, index: int) -> tuple[int, int] | None:
+        """``view_size`` of ``images[index]`` (None when not given)."""
+        if index == 0:
+            return self.view_size
+        sizes = self.more_view_sizes
+        return sizes[index - 1] if 0 < index <= len(sizes) else None
 
 
 #: ``chat(messages, sampling) -> text``: one request to a served model (OpenAI chat messages,
@@ -212,9 +229,26 @@ class Tool(ABC):
         if problem is not None:
             raise TypeError(f"tool class {cls.__qualname__}: {problem}")
 
-    def spec(self) -> ToolSpec:
-        """This tool's header, as its settings shaped it."""
-        return ToolSpec(self.name, self.description, dict(self.parameters), self.title)
+    def spec(self, images: int = 1) -> ToolSpec:
+        """This tool's header, as its settings shaped it, for a job of ``images`` images."""
+        return ToolSpec(
+            self.name,
+            self.description_for(images),
+            dict(self.parameters_for(images)),
+            self.title,
+        )
+
+    def description_for(self, images: int) -> str:
+        """The description a job of ``images`` images is told; ``description`` for one.
+
+        A tool that can work on any image of a multi-image job says how to choose it here.
+        """
+        return self.description
+
+    def parameters_for(self, images: int) -> dict[str, Any]:
+        """The arguments' schema for a job of ``images`` images (what calls are checked
+        against); ``parameters`` for one."""
+        return self.parameters
 
     @abstractmethod
     def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult: ...

@@ -1,6 +1,8 @@
 """The ``code`` tool: run the model's Python on the full-resolution image, in a sandbox.
 
-The code sees ``image`` (the original, RGB PIL image), the images earlier calls produced as
+The code sees ``image`` (the original, RGB PIL image), ``images`` (every original of the job,
+in the order the model was shown them: ``images[0]`` is ``image``, and a multi-image job's
+others follow), the images earlier calls produced as
 ``sub_image_1``, ``sub_image_2``, ... (and the dict ``sub_images``), and ``save_image(img)``,
 which returns an image to the model; any image file the code saves in its working directory
 comes back too, in saving order, as PNG. The result text is what the code printed; when the
@@ -47,6 +49,16 @@ class CodeTool(Tool):
         self._config = sandbox.config if sandbox else SandboxConfig.from_settings(**settings)
         self._sandbox = sandbox
 
+    def description_for(self, images: int) -> str:
+        if images == 1:
+            return self.description
+        return (
+            f"run Python on the full-resolution images. `images` is the list of the {images} "
+            "images as PIL images, in the order they were shown (`image` is `images[0]`), "
+            "earlier sub-images are `sub_image_1`, `sub_image_2`, ...; call `save_image(img)` "
+            "to see an image."
+        )
+
     @property
     def sandbox(self) -> Sandbox:
         if self._sandbox is None:
@@ -75,6 +87,7 @@ class CodeTool(Tool):
             code,
             context.image,
             context.sub_images,
+            more_images=context.more_images,
             wall_s=context.timeout_s,
             max_images=context.max_images,
         )

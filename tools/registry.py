@@ -16,8 +16,9 @@ Validation covers the JSON-schema subset tool headers use: ``type`` (a name or a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from tools.base import Tool, ToolArgumentsError, ToolContext, ToolError, ToolResult, ToolSpec
@@ -88,12 +89,39 @@ def build_tools(names: Iterable[str], **config: Mapping[str, Any]) -> dict[str, 
     return tools
 
 
-def tool_specs(names: Iterable[str], **config: Mapping[str, Any]) -> tuple[ToolSpec, ...]:
-    """The headers of the tools ``build_tools(names, **config)`` builds, with their settings."""
+def tool_specs(
+    names: Iterable[str], images: int = 1, **config: Mapping[str, Any]
+) -> tuple[ToolSpec, ...]:
+    """The headers of the tools ``build_tools(names, **config)`` builds, with their settings,
+    as a job of ``images`` images is told them (``Tool.spec``)."""
     return tuple(
-        dataclasses.replace(tool.spec(), settings=dict(config.get(name) or {}))
+        dataclasses.replace(tool.spec(images), settings=dict(config.get(name) or {}))
         for name, tool in build_tools(names, **config).items()
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _specs_for_images(key: str, images: int) -> tuple[ToolSpec, ...]:
+    specs = [ToolSpec.from_dict(d) for d in json.loads(key)]
+    return tuple(
+        tool_specs([spec.name], images, **{spec.name: spec.settings})[0]
+        if spec.name in TOOLS
+        else spec
+        for spec in specs
+    )
+
+
+def specs_for_images(specs: Sequence[ToolSpec], images: int) -> tuple[ToolSpec, ...]:
+    """The headers ``specs`` become for a job of ``images`` images.
+
+    For one image, ``specs`` themselves. Otherwise each known tool is built again with the
+    settings its spec records and gives its header for that many images (a tool that can work
+    on any of them says how to choose one); a spec of a tool not registered here is kept.
+    """
+    if images == 1:
+        return tuple(specs)
+    key = json.dumps([spec.to_dict() for spec in specs], sort_keys=True)
+    return _specs_for_images(key, images)
 
 
 def run_tool(
@@ -106,7 +134,7 @@ def run_tool(
         return ToolResult.failure(
             ToolArgumentsError(f"Unknown tool {name!r}. Available tools: {available}.")
         )
-    problem = validate_arguments(tool, arguments)
+    problem = validate_arguments(tool, arguments, len(context.images))
     if problem is not None:
         return ToolResult.failure(ToolArgumentsError(problem))
     try:
@@ -115,12 +143,14 @@ def run_tool(
         return ToolResult.failure(error)
 
 
-def validate_arguments(tool: Tool, arguments: Any) -> str | None:
-    """A message for the model when ``arguments`` do not fit ``tool.parameters``, else None."""
-    problem = check_arguments(arguments, tool.parameters)
+def validate_arguments(tool: Tool, arguments: Any, images: int = 1) -> str | None:
+    """A message for the model when ``arguments`` do not fit the tool's schema for a job of
+    ``images`` images (``tool.parameters`` for one), else None."""
+    parameters = tool.parameters_for(images)
+    problem = check_arguments(arguments, parameters)
     if problem is None:
         return None
     return (
         f"Invalid arguments for {tool.name!r}: {problem}. "
-        f"Expected arguments like {json.dumps(example_arguments(tool.parameters))}."
+        f"Expected arguments like {json.dumps(example_arguments(parameters))}."
     )

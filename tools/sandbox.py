@@ -334,10 +334,12 @@ class Sandbox:
         image: bytes,
         sub_images: tuple[bytes, ...] = (),
         *,
+        more_images: tuple[bytes, ...] = (),
         wall_s: float | None = None,
         max_images: int | None = None,
     ) -> SandboxOutcome:
-        """Run ``code`` with ``image`` (encoded original) and earlier PNG ``sub_images``.
+        """Run ``code`` with ``image`` (encoded original) and earlier PNG ``sub_images``;
+        ``more_images`` are a multi-image job's other originals (``images[1:]`` in the code).
 
         ``wall_s`` and ``max_images`` can only lower the configured limits.
         """
@@ -348,8 +350,13 @@ class Sandbox:
         if max_images is not None:
             limits = replace(limits, max_images=max(min(limits.max_images, max_images), 0))
         job = sandbox_runner.encode_message(
-            {"type": "job", "code": code, "limits": self._job_limits(limits, launcher)},
-            [image, *sub_images],
+            {
+                "type": "job",
+                "code": code,
+                "limits": self._job_limits(limits, launcher),
+                "originals": 1 + len(more_images),
+            },
+            [image, *more_images, *sub_images],
         )
         started = time.monotonic()
         worker = self._take(launcher)

@@ -13,7 +13,8 @@ and numpy only. Its life, in order:
    earlier sub-images, limits);
 4. apply the rlimits (address space, CPU time, processes, file size, no core dumps) and, in the
    fallback, the audit hook;
-5. run the code with ``image``, ``sub_image_1``..., ``sub_images`` and ``save_image`` defined;
+5. run the code with ``image``, ``images`` (every original of the job), ``sub_image_1``...,
+   ``sub_images`` and ``save_image`` defined;
 6. collect the images saved in the scratch directory (refusing any over the pixel limit) and
    send the result on the result pipe.
 
@@ -548,9 +549,13 @@ def main(argv: list[str]) -> None:
     saver = _Saver(scratch, int(limits["max_image_pixels"]))
     namespace: dict[str, Any] = {"__name__": "__main__", "save_image": saver}
     error_type: str | None = None
+    originals = int(header.get("originals", 1))  # the job's images, then the sub-images
     try:
-        namespace["image"] = open_original(blobs[0])
-        subs = {f"sub_image_{i}": _open_sub_image(b) for i, b in enumerate(blobs[1:], start=1)}
+        job_images = [open_original(b) for b in blobs[:originals]]
+        namespace["image"], namespace["images"] = job_images[0], job_images
+        subs = {
+            f"sub_image_{i}": _open_sub_image(b) for i, b in enumerate(blobs[originals:], start=1)
+        }
     except Exception as error:  # reported to the model like any failure
         print(f"The input images could not be opened: {error}", file=sys.stderr)
         error_type = type(error).__name__

@@ -7,6 +7,9 @@ The coordinate convention is a setting, stated in the tool's description so the 
 - ``"absolute"`` (Qwen2.5-VL / DeepEyes): pixels of the image *as the model was shown it*
   (``ToolContext.view_size``; the original's own pixels when that is not given).
 
+In a multi-image job the tool also takes ``image_index`` (0 for the first image shown, the
+default), and its description says so; a single-image job's header is unchanged.
+
 The box is mapped onto the original, clamped to it, widened around its centre to at least
 ``min_side`` pixels per side, cropped, and enlarged so that its longer side reaches
 ``target_side`` (by at most ``max_upscale``; a crop already that large is returned as is: the
@@ -71,6 +74,18 @@ def _parameters(coordinates: str) -> dict[str, Any]:
     }
 
 
+def _image_index(images: int) -> dict[str, Any]:
+    return {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": images - 1,
+        "description": (
+            "Which image to zoom in on: 0 for the first image shown, 1 for the second, and so "
+            "on (default 0)."
+        ),
+    }
+
+
 class ZoomTool(Tool):
     """Crop-and-enlarge on the full-resolution original (see the module docstring).
 
@@ -105,10 +120,33 @@ class ZoomTool(Tool):
         self.description = _description(coordinates)
         self.parameters = _parameters(coordinates)
 
+    def description_for(self, images: int) -> str:
+        if images == 1:
+            return self.description
+        return (
+            f"{self.description} There are {images} images: image_index chooses the one to "
+            "zoom in on (0 is the first)."
+        )
+
+    def parameters_for(self, images: int) -> dict[str, Any]:
+        if images == 1:
+            return self.parameters
+        properties = {**self.parameters["properties"], "image_index": _image_index(images)}
+        return {**self.parameters, "properties": properties}
+
     def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
+        index = int(arguments.get("image_index", 0))  # 2.0 is an integer in JSON
+        if not 0 <= index < len(context.images):
+            count = len(context.images)
+            return ToolResult.failure(
+                ToolArgumentsError(
+                    f"image_index {index} does not name an image: there "
+                    + (f"are {count} images, 0 to {count - 1}." if count > 1 else "is one, 0.")
+                )
+            )
         try:
-            image = open_original(context.image, self.max_image_pixels)
-            box = self.crop_box(arguments["bbox_2d"], image.size, context.view_size)
+            image = open_original(context.images[index], self.max_image_pixels)
+            box = self.crop_box(arguments["bbox_2d"], image.size, context.view_size_of(index))
             crop = image.crop(box)
             crop = self.enlarge(crop)
         except ToolArgumentsError as error:

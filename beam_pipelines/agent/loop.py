@@ -4,6 +4,7 @@ The Beam pipeline (one stage per turn) and the serving evaluation (a plain async
 drive a job with the same three calls::
 
     traj = start(job, protocol, tools, original, view, model=..., sampling=...)
+    # a multi-image job adds more_originals=..., more_views=...
     while not traj.done:
         text, finish_reason, usage, latency = <generate from traj.messages>
         traj, calls = advance(traj, text, finish_reason=..., usage=..., latency_s=...)
@@ -25,7 +26,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from tools.base import ToolSpec
+from tools.base import ToolContext, ToolSpec
+from tools.registry import specs_for_images
 
 from .protocols import AgentProtocol, attached_images, get_protocol
 from .records import Final, ImageRef, Job, Observation, Step, ToolCall, Trajectory, Usage
@@ -68,22 +70,38 @@ def start(
     max_turns: int = DEFAULT_MAX_TURNS,
     max_format_errors: int = DEFAULT_MAX_FORMAT_ERRORS,
     now: float | None = None,
+    more_originals: Sequence[ImageRef] = (),
+    more_views: Sequence[ImageRef] = (),
 ) -> Trajectory:
-    """A new trajectory: the system prompt and the user turn (job image's view, then text).
+    """A new trajectory: the system prompt and the user turn (the job images' views, then text).
 
     ``tools`` are the enabled tools' headers (``ToolSpec``s from ``tools.registry.tool_specs``);
     the prompt lists exactly these. The protocol's stop strings are added to ``sampling``
     unless it already names some.
+
+    A multi-image job gives its other images and their views as ``more_originals`` and
+    ``more_views``: the user turn holds every view, in the job's order, then the text (Qwen-VL
+    chat style: consecutive image parts, no labels), and the tools' headers are those for that
+    many images (``tools.registry.specs_for_images``).
     """
     if max_turns < 1 or max_format_errors < 1:
         raise ValueError("max_turns and max_format_errors must be at least 1")
+    views = (view, *more_views)
+    if len(more_originals) != len(more_views) or len(views) != len(job.uris):
+        raise ValueError(
+            f"job {job.id!r} has {len(job.uris)} images; got {1 + len(more_originals)} "
+            f"originals and {len(views)} views"
+        )
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
-    specs = tuple(tools)
+    specs = specs_for_images(tuple(tools), len(views))
     sampling = dict(sampling)
     sampling.setdefault("stop", list(proto.stop))
     messages = (
-        {"role": "system", "content": proto.system_prompt(specs)},
-        {"role": "user", "content": [_image_part(view), _text_part(proto.user_text(job))]},
+        {"role": "system", "content": proto.system_prompt(specs, len(views))},
+        {
+            "role": "user",
+            "content": [*(_image_part(v) for v in views), _text_part(proto.user_text(job))],
+        },
     )
     return Trajectory(
         job=job,
@@ -92,6 +110,8 @@ def start(
         sampling=sampling,
         original=original,
         view=view,
+        more_originals=tuple(more_originals),
+        more_views=tuple(more_views),
         messages=messages,
         started_at=_timestamp(now),
         protocol_options=proto.options(),
@@ -133,6 +153,29 @@ def sub_images(traj: Trajectory) -> list[ImageRef]:
         if step.observation is not None and step.tool_call is not None:
             images += step.observation.images[: attached_images(step.observation)]
     return images
+
+
+def tool_context(
+    traj: Trajectory,
+    originals: Sequence[bytes],
+    sub_images: Sequence[bytes],
+    *,
+    timeout_s: float | None = None,
+) -> ToolContext:
+    """What a tool call of ``traj`` reads: ``originals`` are the bytes of ``traj.originals``
+    (every job image, in order), ``sub_images`` those of ``sub_images(traj)`` so far; the view
+    sizes are the trajectory's (the frame of pixel coordinates in the model's view)."""
+    if len(originals) != len(traj.originals):
+        raise ValueError(f"{len(traj.originals)} originals expected, got {len(originals)}")
+    sizes = [(v.width, v.height) for v in traj.views]
+    return ToolContext(
+        image=originals[0],
+        sub_images=tuple(sub_images),
+        view_size=sizes[0],
+        timeout_s=timeout_s,
+        more_images=tuple(originals[1:]),
+        more_view_sizes=tuple(sizes[1:]),
+    )
 
 
 def _finish(traj: Trajectory, now: float | None, **changes: Any) -> Trajectory:

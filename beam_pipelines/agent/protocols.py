@@ -69,12 +69,13 @@ class AgentProtocol(ABC):
         return {}
 
     @abstractmethod
-    def system_prompt(self, tools: Sequence[ToolSpec]) -> str:
-        """The system prompt, listing exactly ``tools``, rendered from their headers."""
+    def system_prompt(self, tools: Sequence[ToolSpec], images: int = 1) -> str:
+        """The system prompt, listing exactly ``tools``, rendered from their headers, for a job
+        of ``images`` images (the tools' headers are already those for that many)."""
 
     @abstractmethod
     def user_text(self, job: Job) -> str:
-        """The text part of the first user turn (the image part comes before it)."""
+        """The text part of the first user turn (the job's image parts come before it)."""
 
     @abstractmethod
     def parse(self, text: str, tools: Sequence[ToolSpec | str] | None = None) -> ParsedTurn:
@@ -359,22 +360,23 @@ class R1V4(TaggedProtocol):
         """A tool's numbered line (without its number) and its output-format arguments."""
         return _r1v4_line(spec), example_arguments(spec.parameters, optional=True)
 
-    def system_prompt(self, tools: Sequence[ToolSpec]) -> str:
+    def system_prompt(self, tools: Sequence[ToolSpec], images: int = 1) -> str:
         specs = _ordered(tools, self.known_tools)
+        # FROZEN for one image; a multi-image job is told of "the provided images".
+        basis = "Answer the user's question based on the provided image" + (
+            "s" if images > 1 else ""
+        )
         if not specs:
             return "\n".join(
                 [
-                    "Answer the user's question based on the provided image.",
+                    f"{basis}.",
                     "Output format:",
                     "<think>...</think><answer>...</answer>",
                     "YOU MUST include your reasoning within <think>...</think> before giving "
                     "the answer.",
                 ]
             )
-        lines = [
-            "Answer the user's question based on the provided image. Here are some tools you "
-            "can use if needed:"
-        ]
+        lines = [f"{basis}. Here are some tools you can use if needed:"]
         formats = []
         for number, spec in enumerate(specs, start=1):
             line, example = self.tool_line(spec)
@@ -490,7 +492,8 @@ class Zoom(TaggedProtocol):
     name = "zoom"
     known_tools = (ZOOM_TOOL,)
 
-    def system_prompt(self, tools: Sequence[ToolSpec]) -> str:
+    def system_prompt(self, tools: Sequence[ToolSpec], images: int = 1) -> str:
+        # The same for any number of images: a multi-image job's zoom header says how to choose.
         if not tools:
             return "You are a helpful assistant."
         functions = []

@@ -42,7 +42,11 @@ MAX_ID_BYTES = 512
 MIN_OPTIONS, MAX_OPTIONS = 2, 26
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
-_JOB_KEYS = ("id", "image", "question", "options", "answer", "meta")
+#: A job lists at most this many images (`images`); more is an input error (`too_many_images`).
+#: Every image is a view in the first user turn, each up to the model's pixel budget.
+MAX_IMAGES = 16
+
+_JOB_KEYS = ("id", "image", "images", "question", "options", "answer", "meta")
 
 
 class InputError(ValueError):
@@ -64,15 +68,25 @@ def _require_keys(d: Mapping[str, Any], keys: Sequence[str], record: str) -> Non
 # Job
 
 
-def job_content_id(image: str, question: str) -> str:
-    """The stable id of a job that has none: a hash of its image URI and question."""
-    payload = json.dumps([image, question], ensure_ascii=False).encode("utf-8")
+def job_content_id(image: str | Sequence[str], question: str) -> str:
+    """The stable id of a job that has none: a hash of its image URI and question.
+
+    ``image`` is the URI of an ``image`` job, or the URI list of an ``images`` job: the hash
+    is of the JSON ``[image, question]``, so ``"a"`` and ``["a"]`` give different ids.
+    """
+    value = image if isinstance(image, str) else list(image)
+    payload = json.dumps([value, question], ensure_ascii=False).encode("utf-8")
     return "h-" + hashlib.sha256(payload).hexdigest()[:24]
 
 
 @dataclass(frozen=True)
 class Job:
-    """One image-question job: the unit the pipeline reads, joins on (``id``) and writes."""
+    """One image-question job: the unit the pipeline reads, joins on (``id``) and writes.
+
+    ``image`` is the job's image, the first one of a multi-image job. ``images`` is the list of
+    a job given with ``images`` (``image`` is then ``images[0]``), and empty for the common
+    single-image form; ``uris`` is every image either way.
+    """
 
     id: str
     image: str
@@ -80,16 +94,44 @@ class Job:
     options: tuple[str, ...] = ()
     answer: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    images: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.images and self.images[0] != self.image:
+            raise ValueError(f"Job {self.id!r}: image must be images[0]")
+
+    @property
+    def uris(self) -> tuple[str, ...]:
+        """Every image of the job, in order (the model sees them in this order)."""
+        return self.images or (self.image,)
 
     def to_dict(self) -> dict[str, Any]:
+        # A job keeps the form it was given in: `image` or `images`.
+        images: dict[str, Any] = (
+            {"images": list(self.images)} if self.images else {"image": self.image}
+        )
         return {
             "id": self.id,
-            "image": self.image,
+            **images,
             "question": self.question,
             "options": list(self.options),
             "answer": self.answer,
             "meta": self.meta,
         }
+
+    @classmethod
+    def from_record(cls, d: Mapping[str, Any]) -> Job:
+        """A job from its own ``to_dict()`` (a trace's ``job``), without validating it again."""
+        images = tuple(d.get("images") or ())
+        return cls(
+            id=d["id"],
+            image=images[0] if images else d["image"],
+            question=d["question"],
+            options=tuple(d.get("options") or ()),
+            answer=d.get("answer"),
+            meta=dict(d.get("meta") or {}),
+            images=images,
+        )
 
     @classmethod
     def from_json(cls, line: str | bytes, *, max_question_bytes: int = MAX_QUESTION_BYTES) -> Job:
@@ -113,7 +155,7 @@ class Job:
         if raw_id is not None:
             _check_id(raw_id)
         _check_unicode(d)
-        image = _required_str(d, "image")
+        image, images = _image_fields(d)
         question = _required_str(d, "question")
         size = len(question.encode("utf-8", "surrogatepass"))
         if size > max_question_bytes:
@@ -122,7 +164,10 @@ class Job:
                 f"question is {size} bytes, the limit is {max_question_bytes}",
             )
 
-        job_id = job_content_id(image, question) if raw_id is None else str(raw_id)
+        if raw_id is not None:
+            job_id = str(raw_id)
+        else:
+            job_id = job_content_id(images if images else image, question)
 
         options = _options(d.get("options"))
         answer = _answer(d.get("answer"), options)
@@ -142,7 +187,13 @@ class Job:
         except (TypeError, ValueError) as e:
             raise InputError("invalid_field", f"meta is not JSON-serialisable: {e}") from None
         return cls(
-            id=job_id, image=image, question=question, options=options, answer=answer, meta=meta
+            id=job_id,
+            image=image,
+            question=question,
+            options=options,
+            answer=answer,
+            meta=meta,
+            images=images,
         )
 
 
@@ -197,6 +248,31 @@ def _required_str(d: Mapping[str, Any], key: str) -> str:
     if not value.strip():
         raise InputError("missing_field", f"field {key!r} is empty")
     return value
+
+
+def _image_fields(d: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """``(image, images)``: a job has ``image`` (a URI) or ``images`` (a list of 1 to
+    `MAX_IMAGES` URIs), exactly one of them; a null value counts as absent (a Parquet file
+    that mixes both forms has both columns)."""
+    raw = d.get("images")
+    if raw is None:
+        return _required_str(d, "image"), ()
+    if d.get("image") is not None:
+        raise InputError("invalid_field", "a job has either image or images, not both")
+    if not isinstance(raw, list | tuple):
+        raise InputError("invalid_field", f"images must be an array of URIs, got {_kind(raw)}")
+    if not raw:
+        raise InputError("missing_field", "field 'images' is empty")
+    if len(raw) > MAX_IMAGES:
+        raise InputError(
+            "too_many_images", f"images has {len(raw)} entries, the limit is {MAX_IMAGES}"
+        )
+    for i, uri in enumerate(raw):
+        if not isinstance(uri, str):
+            raise InputError("invalid_field", f"images[{i}] must be a string, got {_kind(uri)}")
+        if not uri.strip():
+            raise InputError("missing_field", f"images[{i}] is empty")
+    return raw[0], tuple(raw)
 
 
 def _options(raw: Any) -> tuple[str, ...]:
@@ -395,6 +471,10 @@ class Trajectory:
     Everything ``beam_pipelines.agent.loop`` needs to take the next step lives here (protocol
     name and options, enabled tools, budgets, counters), so a trajectory can be advanced by any
     worker from the record alone, and a trace is the full state.
+
+    ``original`` and ``view`` are the job image and its model view, the first ones of a
+    multi-image job; ``more_originals`` and ``more_views`` are the rest, in order (``originals``
+    and ``views`` are all of them).
     """
 
     job: Job
@@ -417,10 +497,26 @@ class Trajectory:
     tools: tuple[ToolSpec, ...] = ()
     max_turns: int = 16
     max_format_errors: int = 3
+    more_originals: tuple[ImageRef, ...] = ()
+    more_views: tuple[ImageRef, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.more_originals) != len(self.more_views):
+            raise ValueError(f"Trajectory {self.job.id!r}: one view per original")
 
     @property
     def id(self) -> str:
         return self.job.id
+
+    @property
+    def originals(self) -> tuple[ImageRef, ...]:
+        """Every job image, in the order the model saw them."""
+        return (self.original, *self.more_originals)
+
+    @property
+    def views(self) -> tuple[ImageRef, ...]:
+        """The model view of every job image (``views[i]`` of ``originals[i]``)."""
+        return (self.view, *self.more_views)
 
     @property
     def turns(self) -> int:
@@ -452,6 +548,15 @@ class Trajectory:
             "job": self.job.to_dict(),
             "original": self.original.to_dict(),
             "view": self.view.to_dict(),
+            # A multi-image job's trace lists every image; `original` and `view` are the first.
+            **(
+                {
+                    "originals": [r.to_dict() for r in self.originals],
+                    "views": [r.to_dict() for r in self.views],
+                }
+                if self.more_originals
+                else {}
+            ),
             "protocol_options": self.protocol_options,
             "tools": [t.to_dict() for t in self.tools],
             "max_turns": self.max_turns,
@@ -464,21 +569,17 @@ class Trajectory:
         status = d.get("status", "running")
         if status not in STATUSES:
             raise ValueError(f"Trajectory: unknown status {status!r}")
-        job = d["job"]
+        originals = [ImageRef.from_dict(r) for r in d.get("originals") or [d["original"]]]
+        views = [ImageRef.from_dict(r) for r in d.get("views") or [d["view"]]]
         return cls(
-            job=Job(
-                id=job["id"],
-                image=job["image"],
-                question=job["question"],
-                options=tuple(job.get("options") or ()),
-                answer=job.get("answer"),
-                meta=dict(job.get("meta") or {}),
-            ),
+            job=Job.from_record(d["job"]),
             protocol=d["protocol"],
             model=d["model"],
             sampling=dict(d.get("sampling") or {}),
-            original=ImageRef.from_dict(d["original"]),
-            view=ImageRef.from_dict(d["view"]),
+            original=originals[0],
+            view=views[0],
+            more_originals=tuple(originals[1:]),
+            more_views=tuple(views[1:]),
             messages=tuple(d["messages"]),
             steps=tuple(Step.from_dict(s) for s in d.get("steps", ())),
             final=Final.from_dict(d["final"]) if d.get("final") else None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from beam_pipelines.agent import loop
 from beam_pipelines.agent.images import load_image, sha256_hex
 from beam_pipelines.agent.protocols import attached_images
 from beam_pipelines.agent.records import ImageRef, Observation, Trajectory
@@ -36,8 +37,8 @@ def perceptual_distance(a: bytes, b: bytes) -> int:
 class ToolReplay(TrajectoryFilter):
     """Re-run every recorded call of a replayable tool; the new observation must match.
 
-    The context is rebuilt as the call saw it: the original image (read again from its URI,
-    by `source`, the way the run's tools read it: a file, an object, a public http(s) URL),
+    The context is rebuilt as the call saw it: the original images (read again from their URIs,
+    by `source`, the way the run's tools read them: a file, an object, a public http(s) URL),
     the sub-images of earlier steps, the model's view size. Text and error must be equal;
     images are compared by the SHA-256 of their decoded pixels (`compare="hash"`), or by a
     perceptual hash distance of at most `max_distance` bits (`compare="perceptual"`: for tools
@@ -89,24 +90,23 @@ class ToolReplay(TrajectoryFilter):
         self._tools = None
 
     def check(self, traj: Trajectory) -> str | None:
-        from tools.base import ToolContext
         from tools.registry import run_tool
 
         self.setup()
         assert self._tools is not None
-        original: bytes | None = None
+        originals: list[bytes] | None = None
         earlier: list[ImageRef] = []
         for number, step in enumerate(traj.steps, start=1):
             call, recorded = step.tool_call, step.observation
             if call is None or recorded is None:
                 continue
             if call.name in self._tools:
-                if original is None:
-                    original = self.source.read(traj.original.uri)
-                context = ToolContext(
-                    image=original,
-                    sub_images=tuple(read_bytes(ref.uri) for ref in earlier),
-                    view_size=(traj.view.width, traj.view.height),
+                if originals is None:
+                    originals = [self.source.read(ref.uri) for ref in traj.originals]
+                context = loop.tool_context(
+                    traj,
+                    originals,
+                    [read_bytes(ref.uri) for ref in earlier],
                     timeout_s=self.timeout_s,
                 )
                 result = run_tool(self._tools, call.name, dict(call.arguments), context)

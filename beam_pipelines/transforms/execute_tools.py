@@ -7,7 +7,7 @@ sandboxes than it has room for. Like `Generate`, the DoFn submits in `process`, 
 completed, and drains in `finish_bundle`, so the thread that feeds the model is never blocked
 by a tool.
 
-Each call gets the job's original image (read from its URI, cached per worker) and the
+Each call gets the job's original images (read from their URIs, cached per worker) and the
 full-resolution sub-images of earlier turns; the images it returns are validated with the
 safe loader and stored content-addressed together with their model views, and `loop.observe`
 turns the results into the next observation turn. A tool that cannot run at all
@@ -150,10 +150,10 @@ def run_turn(
     calls = loop.pending_calls(traj)
     stats: list[CallStats] = []
     try:
-        context = ToolContext(
-            image=runtime.original(traj.original.uri),
-            sub_images=tuple(read_bytes(ref.uri) for ref in loop.sub_images(traj)),
-            view_size=(traj.view.width, traj.view.height),
+        context = loop.tool_context(
+            traj,
+            [runtime.original(ref.uri) for ref in traj.originals],
+            [read_bytes(ref.uri) for ref in loop.sub_images(traj)],
             timeout_s=timeout_s,
         )
         observations: list[Observation] = []

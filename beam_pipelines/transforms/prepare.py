@@ -1,12 +1,16 @@
-"""`PrepareImages`: each job's image is read once, validated, and its model view stored.
+"""`PrepareImages`: each job's images are read once, validated, and their model views stored.
 
-The job image is read from its URI (`io.image_uris`: files and object stores, public http(s)
+A job image is read from its URI (`io.image_uris`: files and object stores, public http(s)
 URLs through the web fetcher's guard; any other scheme is an `unsupported_uri` failure row),
 decoded with the agent core's safe loader (so corrupt, truncated, empty, oversized and
 unsupported images become failure rows with the loader's error class), and its model view is
 stored content-addressed. The element that leaves is a
 started `Trajectory`: references and small text, never pixels. The original stays where it
 is (its URI and hash are in the trajectory); tools read it from there, the same way.
+
+A multi-image job (`images`) has every image read, in order; the first that cannot be used
+fails the job, and its failure row names it: `images[i] (<uri>): <why>`, with that image's
+error class.
 """
 
 from __future__ import annotations
@@ -41,20 +45,53 @@ def start_trajectory(
     *,
     source: ImageSource = PUBLIC_IMAGES,
 ) -> Trajectory:
-    """Read and validate the job image, store its view, and start the job's trajectory.
+    """Read and validate the job's images, store their views, and start the job's trajectory.
 
-    Raises `ImageError` or `ImageReadError` (each with an `error_class`) for unusable images.
+    Raises `ImageError` or `ImageReadError` (each with an `error_class`) for an unusable image,
+    `JobImageError` for one of a job given with `images`.
     """
-    data = source.read(job.image)
-    image = load_image(data)
-    original = ImageRef(
-        uri=job.image, sha256=sha256_hex(data), width=image.width, height=image.height
+    refs: list[tuple[ImageRef, ImageRef]] = []
+    for index, uri in enumerate(job.uris):
+        try:
+            refs.append(prepare_image(uri, store, source))
+        except (ImageError, ImageReadError) as e:
+            if not job.images:
+                raise
+            raise JobImageError(index, uri, e) from e
+    (original, view), *more = refs
+    return loop.start(
+        job,
+        protocol,
+        tools,
+        original,
+        view,
+        model=model,
+        sampling=sampling,
+        max_turns=max_turns,
+        more_originals=[o for o, _ in more],
+        more_views=[v for _, v in more],
     )
+
+
+def prepare_image(uri: str, store: ImageStore, source: ImageSource) -> tuple[ImageRef, ImageRef]:
+    """One job image: read and validated; its reference and its stored model view."""
+    data = source.read(uri)
+    image = load_image(data)
+    original = ImageRef(uri=uri, sha256=sha256_hex(data), width=image.width, height=image.height)
     view = store.put_view(image)
     del image  # the decoded pixels never leave this function
-    return loop.start(
-        job, protocol, tools, original, view, model=model, sampling=sampling, max_turns=max_turns
-    )
+    return original, view
+
+
+class JobImageError(Exception):
+    """An image of a job given with `images` cannot be used: which one, and the reason's
+    `error_class` (the failure row's)."""
+
+    def __init__(self, index: int, uri: str, error: ImageError | ImageReadError) -> None:
+        super().__init__(f"images[{index}] ({uri}): {error}")
+        self.index = index
+        self.uri = uri
+        self.error_class = error.error_class
 
 
 @dataclass(frozen=True)
@@ -128,7 +165,7 @@ class PrepareImages(beam.DoFn):
                     self._max_turns,
                 )
             )
-        except (ImageError, ImageReadError) as e:
+        except (ImageError, ImageReadError, JobImageError) as e:
             return Prepared(
                 FailedJob(Failure.from_error(job.to_dict(), PREPARE_STAGE, e, id=job.id))
             )

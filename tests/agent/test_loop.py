@@ -281,3 +281,82 @@ def test_zoom_protocol_runs_through_the_same_loop() -> None:
     assert traj.messages[-1]["content"][0]["text"].startswith("<tool_response>\nError:")
     traj, _ = step(traj, "<think>t</think><answer>B</answer>")
     assert traj.status == "answered"
+
+
+# -- multi-image jobs -------------------------------------------------------------------------
+
+PAIR = Job.from_dict({"id": "pair", "images": ["gs://b/1.jpg", "gs://b/2.jpg"], "question": "Q?"})
+SECOND = ImageRef("gs://b/2.jpg", "s" * 64, 640, 480)
+SECOND_VIEW = ImageRef("gs://out/images/view2.png", "w" * 64, 128, 96)
+
+
+def test_a_multi_image_job_shows_every_view_in_order_then_the_text() -> None:
+    specs = tool_specs(["code"])
+    traj = loop.start(
+        PAIR, "r1v4", specs, ORIGINAL, VIEW, model="m", sampling={},
+        more_originals=[SECOND], more_views=[SECOND_VIEW],
+    )  # fmt: skip
+    user = traj.messages[1]["content"]
+    assert [p.get("image_url", {}).get("url") for p in user] == [VIEW.uri, SECOND_VIEW.uri, None]
+    assert user[2] == {"type": "text", "text": "Q?"}  # no labels: the order names them
+    system = traj.messages[0]["content"]
+    assert system.startswith("Answer the user's question based on the provided images. Here")
+    assert "`images` is the list of the 2 images as PIL images" in system
+    assert traj.tools == tool_specs(["code"], 2) != specs  # the trace says what was shown
+    assert traj.originals == (ORIGINAL, SECOND) and traj.views == (VIEW, SECOND_VIEW)
+    assert loop.from_trace(json.loads(json.dumps(loop.to_trace(traj)))) == traj
+    # Tool images are numbered from 1 as ever: job images are not sub-images.
+    traj, calls = step(traj, code_turn("save_image(images[1])"))
+    traj = loop.observe(traj, calls, [Observation("", (crop(1),))], [[crop_view(1)]])
+    assert "<sub-image 1>" in traj.messages[-1]["content"][0]["text"]
+    assert loop.sub_images(traj) == [crop(1)]
+
+
+def test_a_job_listing_one_image_is_prompted_as_a_single_image_job() -> None:
+    one = Job.from_dict({"id": "one", "images": ["gs://b/7.jpg"], "question": "Q?"})
+    single = Job.from_dict({"id": "one", "image": "gs://b/7.jpg", "question": "Q?"})
+    specs = tool_specs(["code"])
+    listed, plain = (
+        loop.start(job, "r1v4", specs, ORIGINAL, VIEW, model="m", sampling={}, now=T0)
+        for job in (one, single)
+    )
+    assert listed.messages == plain.messages and listed.tools == plain.tools
+    assert listed.to_dict()["job"]["images"] == ["gs://b/7.jpg"]
+
+
+def test_the_images_must_match_the_job() -> None:
+    with pytest.raises(ValueError, match="has 2 images"):
+        loop.start(PAIR, "r1v4", [CODE], ORIGINAL, VIEW, model="m", sampling={})
+    with pytest.raises(ValueError, match="has 1 images"):
+        loop.start(
+            JOB, "r1v4", [CODE], ORIGINAL, VIEW, model="m", sampling={},
+            more_originals=[SECOND], more_views=[SECOND_VIEW],
+        )  # fmt: skip
+
+
+def test_a_multi_image_zoom_prompt_offers_the_image_index() -> None:
+    zoom = tool_specs([ZOOM_TOOL], image_zoom_in_tool={"coordinates": "absolute"})
+    traj = loop.start(
+        PAIR, "zoom", zoom, ORIGINAL, VIEW, model="m", sampling={},
+        more_originals=[SECOND], more_views=[SECOND_VIEW],
+    )  # fmt: skip
+    (spec,) = traj.tools
+    assert spec.settings == {"coordinates": "absolute"}
+    assert spec.parameters["properties"]["image_index"]["maximum"] == 1
+    assert "There are 2 images: image_index chooses" in spec.description
+    assert '"image_index"' in traj.messages[0]["content"]
+    single = loop.start(JOB, "zoom", zoom, ORIGINAL, VIEW, model="m", sampling={})
+    assert "image_index" not in single.messages[0]["content"]
+
+
+def test_tool_context_carries_every_original_and_its_view_size() -> None:
+    traj = loop.start(
+        PAIR, "r1v4", [CODE], ORIGINAL, VIEW, model="m", sampling={},
+        more_originals=[SECOND], more_views=[ImageRef("v", "x" * 64, 100, 75)],
+    )  # fmt: skip
+    context = loop.tool_context(traj, [b"one", b"two"], [b"crop"], timeout_s=3.0)
+    assert context.image == b"one" and context.images == (b"one", b"two")
+    assert context.sub_images == (b"crop",) and context.timeout_s == 3.0
+    assert [context.view_size_of(i) for i in range(3)] == [(128, 96), (100, 75), None]
+    with pytest.raises(ValueError, match="2 originals expected"):
+        loop.tool_context(traj, [b"one"], [])

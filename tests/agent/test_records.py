@@ -9,6 +9,7 @@ import pytest
 
 from beam_pipelines.agent.images import ImageTruncatedError
 from beam_pipelines.agent.records import (
+    MAX_IMAGES,
     STATUSES,
     Failure,
     Final,
@@ -123,6 +124,69 @@ def test_missing_keys_and_non_objects() -> None:
         assert e.value.error_class == "invalid_json", line
 
 
+# -- multi-image jobs -------------------------------------------------------------------------
+
+PAIR = {"images": ["gs://b/before.jpg", "gs://b/after.jpg"], "question": "What changed?"}
+
+
+def test_a_job_may_list_its_images() -> None:
+    job = Job.from_dict({**PAIR, "id": "pair"})
+    assert job.image == "gs://b/before.jpg" and job.images == tuple(PAIR["images"])
+    assert job.uris == job.images
+    assert job.to_dict() == {
+        "id": "pair", "images": PAIR["images"], "question": "What changed?",
+        "options": [], "answer": None, "meta": {},
+    }  # fmt: skip
+    assert Job.from_dict(job.to_dict()) == job == roundtrip(job) == Job.from_record(job.to_dict())
+    single = Job.from_dict(VSTAR)
+    assert single.images == () and single.uris == (single.image,)
+    assert "images" not in single.to_dict()
+    # A Parquet file that mixes both forms has both columns, one of them null.
+    assert Job.from_dict({**PAIR, "image": None}).images == job.images
+    assert Job.from_dict({**VSTAR, "images": None}) == single
+    with pytest.raises(ValueError, match=r"images\[0\]"):
+        Job(id="x", image="a", question="q", images=("b", "a"))
+
+
+def test_content_ids_of_single_and_listed_images() -> None:
+    # The single-image id is the hash it always was: existing runs keep their ids.
+    payload = json.dumps(["/data/a.jpg", "What is this?"]).encode()
+    legacy = "h-" + hashlib.sha256(payload).hexdigest()[:24]
+    assert Job.from_dict({"image": "/data/a.jpg", "question": "What is this?"}).id == legacy
+    listed = Job.from_dict({"images": ["/data/a.jpg"], "question": "What is this?"})
+    assert listed.id == job_content_id(["/data/a.jpg"], "What is this?") != legacy
+    pair = Job.from_dict(PAIR)
+    assert pair.id == Job.from_dict(dict(PAIR)).id  # stable
+    swapped = {**PAIR, "images": PAIR["images"][::-1]}
+    assert Job.from_dict(swapped).id != pair.id  # the order is part of the job
+
+
+@pytest.mark.parametrize(
+    ("images", "error_class", "fragment"),
+    [
+        ([], "missing_field", "'images' is empty"),
+        (["a", ""], "missing_field", "images[1] is empty"),
+        (["a", 3], "invalid_field", "images[1] must be a string, got int"),
+        (["a", {"uri": "b"}], "invalid_field", "images[1] must be a string, got an object"),
+        ("a.png", "invalid_field", "images must be an array of URIs"),
+        (["a"] * (MAX_IMAGES + 1), "too_many_images", f"the limit is {MAX_IMAGES}"),
+    ],
+)
+def test_invalid_image_lists(images: object, error_class: str, fragment: str) -> None:
+    with pytest.raises(InputError) as e:
+        Job.from_dict({"id": "x", "question": "q", "images": images})
+    assert e.value.error_class == error_class
+    assert fragment in str(e.value)
+
+
+def test_a_job_has_image_or_images_not_both() -> None:
+    with pytest.raises(InputError) as e:
+        Job.from_dict({**PAIR, "image": "gs://b/before.jpg"})
+    assert e.value.error_class == "invalid_field"
+    assert "either image or images" in str(e.value)
+    assert len(Job.from_dict({**PAIR, "images": ["a"] * MAX_IMAGES}).uris) == MAX_IMAGES
+
+
 def test_question_limit_is_configurable_and_counts_bytes() -> None:
     job = {"image": "a", "question": "é" * 600}  # 1200 bytes
     assert Job.from_dict(job, max_question_bytes=1200).question == "é" * 600
@@ -192,6 +256,24 @@ def test_small_records_roundtrip() -> None:
     ]
     for record in records:
         assert roundtrip(record) == record
+
+
+def test_a_multi_image_trajectory_records_every_image() -> None:
+    job = Job.from_dict({**PAIR, "id": "pair"})
+    second = ImageRef("gs://b/after.jpg", "ef" * 32, 320, 240)
+    second_view = ImageRef("gs://b/images/12.png", "12" * 32, 128, 96)
+    traj = trajectory(job=job, more_originals=(second,), more_views=(second_view,))
+    assert traj.originals == (REF, second) and traj.views == (VIEW, second_view)
+    trace = traj.to_dict()
+    assert trace["originals"] == [REF.to_dict(), second.to_dict()]
+    assert trace["views"] == [VIEW.to_dict(), second_view.to_dict()]
+    assert trace["original"] == REF.to_dict() and trace["job"]["images"] == PAIR["images"]
+    assert roundtrip(traj) == traj
+    # A single-image trace has the keys it always had.
+    assert not {"originals", "views"} & set(trajectory().to_dict())
+    assert "images" not in trajectory().to_dict()["job"]
+    with pytest.raises(ValueError, match="one view per original"):
+        trajectory(more_originals=(second,))
 
 
 def test_trace_field_order_starts_with_the_design_fields() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 import tempfile
 import zlib
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from beam_pipelines import annotate
+from beam_pipelines.agent.records import MAX_IMAGES
 from beam_pipelines.serve import TritonServer
 
 from .helpers import png
@@ -135,6 +137,22 @@ def test_every_line_ends_in_one_row_with_its_error_class(
     assert duplicate["input"]["question"] == "What?"  # the later line is the duplicate
 
 
+FORMATS = Path(__file__).resolve().parents[2] / "docs" / "formats.md"
+
+
+def documented_error_classes() -> set[str]:
+    """The classes the failure-row table of docs/formats.md lists (`| stage | error_class |`)."""
+    text = FORMATS.read_text()
+    section = text[text.index("### Failure rows") :]
+    section = section[: section.index("\n### ", 1)]
+    classes: set[str] = set()
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.split("|")]
+        if len(cells) > 3 and re.fullmatch(r"`[a-z]+`", cells[1]):
+            classes.update(re.findall(r"`([a-z0-9_]+)`", cells[2]))
+    return classes
+
+
 # -- one line never takes the run down, and never vanishes (issue #16) -----------------------
 
 SCRIPTED_REPO = Path(__file__).resolve().parent / "scripted_repo"
@@ -215,6 +233,42 @@ def test_text_that_is_not_unicode_is_its_lines_failure_row(
     assert by_class["invalid_utf8"]["input"].encode("utf-8", "surrogateescape") == lines[-1]
 
 
+def test_bad_image_lists_are_their_lines_failure_rows(
+    tmp_path: Path, scripted: TritonServer
+) -> None:
+    good = image(tmp_path)
+    missing = str(tmp_path / "nope.png")
+
+    def listed(job_id: str, images: object, **fields: object) -> bytes:
+        return json.dumps({"id": job_id, "images": images, "question": "What?", **fields}).encode()
+
+    lines = [
+        listed("pair", [good, good]),
+        listed("both", [good], image=good),
+        listed("empty", []),
+        listed("not-a-list", good),
+        listed("number", [good, 7]),
+        listed("blank", [good, " "]),
+        listed("many", [good] * (MAX_IMAGES + 1)),
+        listed("second-missing", [good, missing]),
+    ]
+    answers, failures = run_lines(tmp_path, scripted.grpc_url, lines)
+    assert [r["id"] for r in answers] == ["pair"]
+    classes = {f["id"]: (f["stage"], f["error_class"]) for f in failures}
+    assert classes == {
+        "both": ("read", "invalid_field"),
+        "empty": ("read", "missing_field"),
+        "not-a-list": ("read", "invalid_field"),
+        "number": ("read", "invalid_field"),
+        "blank": ("read", "missing_field"),
+        "many": ("read", "too_many_images"),
+        "second-missing": ("prepare", "image_missing"),
+    }
+    named = next(f for f in failures if f["id"] == "second-missing")
+    assert named["message"].startswith(f"images[1] ({missing}): ")
+    assert {c for _, c in classes.values()} <= documented_error_classes()
+
+
 def test_an_id_spelling_another_lines_failure_key_hides_nothing(
     tmp_path: Path, scripted: TritonServer
 ) -> None:
@@ -265,11 +319,18 @@ def uris(image: str) -> st.SearchStrategy[object]:
 
 def lines(image: str) -> st.SearchStrategy[bytes]:
     ids = st.sampled_from(["a", "b", "a/b"]) | JSON  # repeated ids, and anything else
-    job = st.fixed_dictionaries(
-        {"image": uris(image), "question": TEXT | JSON},
-        optional={"id": ids, "options": JSON, "answer": JSON, "meta": JSON, "extra": JSON},
+    optional = {"id": ids, "options": JSON, "answer": JSON, "meta": JSON, "extra": JSON}
+    job = st.fixed_dictionaries({"image": uris(image), "question": TEXT | JSON}, optional=optional)
+    # Multi-image jobs: lists of any URIs (empty, too long, holding anything), sometimes with an
+    # `image` beside them.
+    image_lists = st.lists(uris(image), max_size=3) | st.lists(
+        st.just(image), min_size=MAX_IMAGES, max_size=MAX_IMAGES + 1
     )
-    as_json = (job | JSON).map(lambda value: json.dumps(value).encode())
+    listed = st.fixed_dictionaries(
+        {"images": image_lists | JSON, "question": TEXT | JSON},
+        optional={**optional, "image": uris(image)},
+    )
+    as_json = (job | listed | JSON).map(lambda value: json.dumps(value).encode())
     raw = st.binary(max_size=60).map(lambda data: data.replace(b"\n", b" "))
     return st.one_of(as_json, as_json, raw)
 
@@ -302,6 +363,7 @@ def test_any_lines_end_in_one_row_each_and_a_rerun_changes_nothing_answered(
     assert "DONE" in first.state.upper()  # the command's exit code 0
     answers, failures = run_rows(first)
     assert len(answers) + len(failures) == expected
+    assert {f["error_class"] for f in failures} <= documented_error_classes()
     answered = [row["id"] for row in answers]
     assert len(answered) == len(set(answered))
     before = run_files(case / "out" / "runs")

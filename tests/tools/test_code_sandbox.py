@@ -162,6 +162,24 @@ def test_sub_images_are_preloaded(tool):
     assert Image.open(io.BytesIO(result.images[0])).getpixel((0, 0)) == (1, 2, 3)
 
 
+def test_every_job_image_is_preloaded_in_order(tool):
+    second = png(Image.new("RGB", (40, 30), (4, 5, 6)))
+    third = png(Image.new("RGB", (10, 10), (7, 8, 9)))
+    sub = png(Image.new("RGB", (3, 3), (1, 1, 1)))
+    code = (
+        "print(len(images), images[0] is image, [i.size for i in images[1:]], sub_image_1.size)\n"
+        "save_image(images[1].crop((0, 0, 8, 8)))"
+    )
+    context = ToolContext(image=IMAGE, sub_images=(sub,), more_images=(second, third))
+    result = run(tool, code, context)
+    assert result.ok, result.error
+    assert result.text == "3 True [(40, 30), (10, 10)] (3, 3)"
+    assert Image.open(io.BytesIO(result.images[0])).getpixel((0, 0)) == (4, 5, 6)
+    # A single-image job has `images` too: the one original.
+    alone = run(tool, "print(len(images), images[0] is image)")
+    assert alone.text == "1 True"
+
+
 def test_exceptions_show_the_models_own_traceback(tool):
     result = run(tool, "print('before')\nx = 1\nraise ValueError('boom')")
     assert result.error_type == "execution"

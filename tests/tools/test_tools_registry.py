@@ -24,6 +24,7 @@ from tools.registry import (
     build_tools,
     register_tool,
     run_tool,
+    specs_for_images,
     tool_specs,
     validate_arguments,
 )
@@ -122,6 +123,40 @@ def test_tool_specs_are_the_headers_shaped_by_the_settings():
     assert search.parameters["properties"]["queries"]["maxItems"] == 2
     assert TextSearchTool.parameters["properties"]["queries"]["maxItems"] == 5
     assert ToolSpec.from_dict(zoom.to_dict()) == zoom
+
+
+def test_a_multi_image_job_gets_headers_for_its_images():
+    single = tool_specs(["code", "image_zoom_in_tool", "image_search", "text_search"])
+    assert single == tool_specs(
+        ["code", "image_zoom_in_tool", "image_search", "text_search"], images=1
+    )
+    assert specs_for_images(single, 1) == single
+    code, zoom, image_search, text_search = specs_for_images(single, 3)
+    assert code.description.startswith("run Python on the full-resolution images. `images` is")
+    assert "`image` is `images[0]`" in code.description
+    assert zoom.parameters["properties"]["image_index"] == {
+        "type": "integer", "minimum": 0, "maximum": 2,
+        "description": "Which image to zoom in on: 0 for the first image shown, 1 for the "
+        "second, and so on (default 0).",
+    }  # fmt: skip
+    assert '"images[0]", "images[1]"' in image_search.description
+    assert text_search == single[3]  # a tool that reads no image is told the same
+    # Settings carry over; a tool nobody registered is kept as it is.
+    absolute = tool_specs(["image_zoom_in_tool"], image_zoom_in_tool={"coordinates": "absolute"})
+    (zoom,) = specs_for_images(absolute, 2)
+    assert zoom.settings == {"coordinates": "absolute"} and "absolute pixel" in zoom.description
+    ocr = ToolSpec("ocr", "read text")
+    assert specs_for_images([ocr], 2) == (ocr,)
+
+
+def test_calls_are_checked_against_the_schema_for_the_jobs_images():
+    tools = build_tools(["image_zoom_in_tool"])
+    call = {"bbox_2d": [0, 0, 10, 10], "image_index": 1}
+    refused = run_tool(tools, "image_zoom_in_tool", call, CONTEXT)
+    assert refused.error_type == "arguments" and "image_index" in refused.error
+    two = ToolContext(image=b"", more_images=(b"",))
+    out_of_range = run_tool(tools, "image_zoom_in_tool", {**call, "image_index": 2}, two)
+    assert out_of_range.error_type == "arguments" and "at most 1" in out_of_range.error
 
 
 def test_records_are_frozen():

@@ -156,3 +156,23 @@ def test_jpeg_and_grayscale_originals_become_rgb():
     result = ZoomTool().run({"bbox_2d": [0, 0, 500, 500]}, ToolContext(image=encode(gray, "JPEG")))
     crop = Image.open(io.BytesIO(result.images[0]))
     assert crop.mode == "RGB" and crop.size == (200, 200)
+
+
+def test_a_multi_image_job_zooms_in_on_the_image_it_names(original):
+    other = gradient(300, 300).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    context = ToolContext(
+        image=encode(original),
+        view_size=(200, 100),
+        more_images=(encode(other),),
+        more_view_sizes=((150, 150),),
+    )
+    tool = ZoomTool(coordinates="absolute", target_side=1)
+    box = [10, 10, 50, 50]
+    first = decode(tool.run({"bbox_2d": box}, context).images[0])
+    assert first.tobytes() == original.crop((20, 20, 100, 100)).tobytes()  # the default
+    second = decode(tool.run({"bbox_2d": box, "image_index": 1}, context).images[0])
+    assert second.tobytes() == other.crop((20, 20, 100, 100)).tobytes()  # its own view's frame
+    result = tool.run({"bbox_2d": box, "image_index": 2}, context)
+    assert result.error_type == "arguments" and "there are 2 images, 0 to 1" in result.error
+    assert ZoomTool().parameters_for(1) == ZoomTool.parameters
+    assert ZoomTool().description_for(1) == ZoomTool.description

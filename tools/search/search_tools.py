@@ -38,6 +38,7 @@ from tools.search.settings import (
 )
 
 _SUB_IMAGE = re.compile(r"^<?\s*sub[-_ ]?image[-_ ]?(\d+)\s*>?$", re.IGNORECASE)
+_JOB_IMAGE = re.compile(r"^images\[\s*(\d+)\s*\]$")
 
 
 def _strings(description: str, max_items: int) -> dict[str, Any]:
@@ -142,15 +143,23 @@ class TextSearchTool(_LazyProvider, Tool):
 
 
 def image_for(path: str, context: ToolContext) -> bytes:
-    """The bytes an ``image_paths`` entry names: ``"image"`` or ``"<sub-image N>"``."""
+    """The bytes an ``image_paths`` entry names: ``"image"``, ``"<sub-image N>"``, or in a
+    multi-image job ``"images[i]"`` (the job's images, from 0; ``"image"`` is the first)."""
     name = path.strip()
     if name.casefold() in ("image", "<image>", "original", "the image"):
         return context.image
+    originals = len(context.images)
+    listed = _JOB_IMAGE.match(name)
+    if listed and int(listed.group(1)) < originals:
+        return context.images[int(listed.group(1))]
     match = _SUB_IMAGE.match(name)
     count = len(context.sub_images)
     if match and 1 <= int(match.group(1)) <= count:
         return context.sub_images[int(match.group(1)) - 1]
     available = '"image"' + (
+        f', "images[i]" for i from 0 to {originals - 1}' if originals > 1 else ""
+    )
+    available += (
         f' or "<sub-image N>" for N from 1 to {count}' if count else " (no sub-images exist yet)"
     )
     raise ToolArgumentsError(f"Unknown image path {path!r}: use {available}.")
@@ -172,6 +181,15 @@ class ImageSearchTool(_LazyProvider, Tool):
         super().__init__()
         self._settings = ImageSearchSettings(**settings)
         self.parameters = _image_parameters(self._settings)
+
+    def description_for(self, images: int) -> str:
+        if images == 1:
+            return self.description
+        return (
+            f'reverse image search for one of the {images} images ("images[0]", "images[1]", '
+            '...; "image" is the first) or a sub-image ("<sub-image N>"); each result has a '
+            "title, source and link."
+        )
 
     def _build(self) -> ImageSearchProvider:
         return image_provider(self._settings)

@@ -95,6 +95,20 @@ def test_image_search_of_the_original(tools: dict[str, Tool], corpus: Corpus) ->
     assert json.loads(result.text)[0]["link"] == plate.page_url
 
 
+def test_image_search_of_any_image_of_a_multi_image_job(
+    tools: dict[str, Tool], corpus: Corpus
+) -> None:
+    first, second = corpus.plates[0], corpus.plates[1]
+    images = {"image": (corpus.root / first.file).read_bytes()}
+    images["more_images"] = ((corpus.root / second.file).read_bytes(),)
+    for path, plate in [("images[1]", second), ("images[0]", first), ("image", first)]:
+        result = call(tools, "image_search", {"image_paths": [path]}, **images)
+        assert json.loads(result.text)[0]["link"] == plate.page_url, path
+    wrong = call(tools, "image_search", {"image_paths": ["images[2]"]}, **images)
+    assert wrong.error_type == "arguments"
+    assert '"images[i]" for i from 0 to 1' in wrong.error
+
+
 @pytest.mark.parametrize(
     ("name", "arguments", "words"),
     [
