@@ -1,4 +1,4 @@
-"""The crop boxes of a trajectory, in pixels of the job's original image, for drawing.
+"""The crop boxes of a trajectory, in pixels of the job's original images, for drawing.
 
 Two sources:
 
@@ -6,13 +6,14 @@ Two sources:
   ``<img>.crop(box)`` call whose box can be worked out statically is kept. The box may be
   literal numbers, names bound earlier by simple assignments (``x, y = 512, 300``;
   ``w = x + 64``; ``box = (x - 32, y - 32, x + 32, y + 32)``), arithmetic on those, and
-  ``image.width`` / ``image.height`` / ``image.size``. ``<img>`` is ``image`` (the original)
-  or an alias of it, or ``sub_image_N`` / ``sub_images[N]``: a crop of a sub-image is mapped
-  back onto the original when that sub-image is itself a known crop (the image the call that
+  ``image.width`` / ``image.height`` / ``image.size``. ``<img>`` is ``image`` (the original),
+  ``images[i]`` (a multi-image job's i-th original; ``images[0]`` is ``image``) or an alias of
+  one, or ``sub_image_N`` / ``sub_images[N]``: a crop of a sub-image is mapped back onto the
+  original it came from when that sub-image is itself a known crop (the image the call that
   produced it saved, when it saved exactly one and cropped exactly once).
 - ``image_zoom_in_tool`` calls: ``bbox_2d`` in the tool's convention, its ``coordinates``
   setting as the trajectory recorded it (``relative``: 0..1000 on both axes; ``absolute``:
-  pixels of the model's view).
+  pixels of the model's view), on the image its ``image_index`` names (the first by default).
 
 Anything else (loops, function calls, values computed at run time) is skipped: a missing box
 is better than a wrong one.
@@ -32,6 +33,7 @@ from beam_pipelines.agent.records import ImageRef, Step, Trajectory
 from tools.zoom import ZoomTool
 
 ORIGINAL = "image"
+_JOB_IMAGES = "images"
 RELATIVE_SCALE = 1000.0
 ZOOM_TOOL = "image_zoom_in_tool"
 
@@ -74,9 +76,27 @@ class Box:
         return Box(dx + self.x0 * sx, dy + self.y0 * sy, dx + self.x1 * sx, dy + self.y1 * sy)
 
 
+def job_image(index: int) -> str:
+    """How crops name the job's ``index``-th original: ``"image"`` for the first, else
+    ``"images[i]"``, as the code tool's names say."""
+    return ORIGINAL if index == 0 else f"{_JOB_IMAGES}[{index}]"
+
+
+def job_image_index(source: str | int) -> int | None:
+    """The job image a crop's source names (``job_image``'s inverse), None for a sub-image."""
+    if source == ORIGINAL:
+        return 0
+    prefix = f"{_JOB_IMAGES}["
+    if isinstance(source, str) and source.startswith(prefix) and source.endswith("]"):
+        digits = source[len(prefix) : -1]
+        return int(digits) if digits.isdigit() else None
+    return None
+
+
 @dataclass(frozen=True)
 class CodeCrop:
-    """A crop found in code: its box and the image it was taken from (``image`` or ``N``)."""
+    """A crop found in code: its box and the image it was taken from (``job_image(i)``, or a
+    sub-image's ``N``)."""
 
     source: str | int
     box: Box
@@ -84,13 +104,15 @@ class CodeCrop:
 
 @dataclass(frozen=True)
 class Crop:
-    """A box to draw on the original: which turn and call made it, and whether the call ran."""
+    """A box to draw on a job image (``image``: its index): which turn and call made it, and
+    whether the call ran."""
 
     box: Box
     turn: int
     call: int
     tool: str
     failed: bool = False
+    image: int = 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -98,7 +120,8 @@ class Crop:
 
 
 def _source_of(node: ast.expr, aliases: Mapping[str, str | int]) -> str | int | None:
-    """Which image an expression names: ``"image"``, a sub-image number, or None."""
+    """Which image an expression names: a job image (``job_image(i)``), a sub-image number,
+    or None."""
     if isinstance(node, ast.Name):
         if node.id in aliases:
             return aliases[node.id]
@@ -108,11 +131,15 @@ def _source_of(node: ast.expr, aliases: Mapping[str, str | int]) -> str | int | 
     if (
         isinstance(node, ast.Subscript)
         and isinstance(node.value, ast.Name)
-        and node.value.id == "sub_images"
+        and node.value.id in ("sub_images", _JOB_IMAGES)
         and isinstance(node.slice, ast.Constant)
         and isinstance(node.slice.value, int)
+        and not isinstance(node.slice.value, bool)
     ):
-        return node.slice.value
+        index = node.slice.value
+        if node.value.id == _JOB_IMAGES:
+            return job_image(index) if index >= 0 else None
+        return index
     # `image.copy()`, `image.convert("L")`: the same pixels, the same coordinates.
     if (
         isinstance(node, ast.Call)
@@ -259,7 +286,8 @@ def _walk_statements(statements: Sequence[ast.stmt], evaluator: _Evaluator) -> I
 
 
 def code_crops(code: str, sizes: Mapping[str | int, tuple[int, int]]) -> list[CodeCrop]:
-    """Crops a code snippet makes, in order; ``sizes`` maps ``"image"`` / N to (width, height).
+    """Crops a code snippet makes, in order; ``sizes`` maps a job image's name
+    (``job_image(i)``) or a sub-image's N to its (width, height).
 
     Never raises on model text: code that does not parse yields no crops.
     """
@@ -277,10 +305,20 @@ def code_crops(code: str, sizes: Mapping[str | int, tuple[int, int]]) -> list[Co
 # Zoom
 
 
+def zoom_image(arguments: Mapping[str, Any], images: int) -> int | None:
+    """The job image a zoom call works on (its ``image_index``, 0 when not given), or None
+    when that names none of the ``images``."""
+    index = arguments.get("image_index", 0)
+    if isinstance(index, bool) or not isinstance(index, int | float) or index != int(index):
+        return None
+    return int(index) if 0 <= index < images else None
+
+
 def zoom_box(
     arguments: Mapping[str, Any], coordinates: str, original: ImageRef, view: ImageRef
 ) -> Box | None:
-    """The ``bbox_2d`` of a zoom call in original pixels, or None when it is not four numbers."""
+    """The ``bbox_2d`` of a zoom call in pixels of ``original`` (whose model view is
+    ``view``), or None when it is not four numbers."""
     bbox = arguments.get("bbox_2d")
     if not isinstance(bbox, list | tuple) or len(bbox) != 4:
         return None
@@ -301,29 +339,38 @@ def zoom_box(
 # A whole trajectory
 
 
-def _on_original(crop: CodeCrop, placed: Mapping[int, tuple[Box, ImageRef]]) -> Box | None:
-    if crop.source == ORIGINAL:
-        return crop.box
+#: Where a box lies: the index of a job image and the box in its pixels.
+Placed = tuple[int, Box]
+
+
+def _on_original(
+    crop: CodeCrop, placed: Mapping[int, tuple[Placed, ImageRef]], images: int
+) -> Placed | None:
+    index = job_image_index(crop.source)
+    if index is not None:
+        return (index, crop.box) if index < images else None
     if isinstance(crop.source, int) and crop.source in placed:
-        parent, ref = placed[crop.source]
+        (index, parent), ref = placed[crop.source]
         if ref.width <= 0 or ref.height <= 0:
             return None
         sx, sy = parent.width / ref.width, parent.height / ref.height
-        return crop.box.scaled(sx, sy, parent.x0, parent.y0)
+        return index, crop.box.scaled(sx, sy, parent.x0, parent.y0)
     return None
 
 
 def trajectory_crops(traj: Trajectory, turn_of_step: Sequence[int]) -> list[Crop]:
-    """Every crop box of a trajectory on its original image, labelled with turn and call.
+    """Every crop box of a trajectory on the job image it was taken from, labelled with turn
+    and call.
 
     ``turn_of_step[i]`` is the (1-based) turn of ``traj.steps[i]``.
     """
     zoom = next((spec for spec in traj.tools if spec.name == ZOOM_TOOL), None)
     coordinates = ZoomTool(**(zoom.settings if zoom else {})).coordinates
+    originals, views = traj.originals, traj.views
     sizes: dict[str | int, tuple[int, int]] = {
-        ORIGINAL: (traj.original.width, traj.original.height)
+        job_image(i): (ref.width, ref.height) for i, ref in enumerate(originals)
     }
-    placed: dict[int, tuple[Box, ImageRef]] = {}  # sub-image N -> its box on the original
+    placed: dict[int, tuple[Placed, ImageRef]] = {}  # sub-image N -> where it was cropped
     crops: list[Crop] = []
     next_sub_image = 1
     for index, step in enumerate(traj.steps):
@@ -332,25 +379,27 @@ def trajectory_crops(traj: Trajectory, turn_of_step: Sequence[int]) -> list[Crop
             continue
         turn = turn_of_step[index] if index < len(turn_of_step) else index + 1
         failed = step.observation is None or step.observation.error is not None
-        boxes: list[Box] = []
+        boxes: list[Placed] = []
         if call.name == "code" and isinstance(call.arguments.get("code"), str):
             for found in code_crops(call.arguments["code"], sizes):
-                box = _on_original(found, placed)
+                box = _on_original(found, placed, len(originals))
                 if box is not None:
                     boxes.append(box)
         elif call.name == ZOOM_TOOL:
-            box = zoom_box(call.arguments, coordinates, traj.original, traj.view)
-            if box is not None:
-                boxes.append(box)
-        crops += [Crop(b, turn, index, call.name, failed) for b in boxes]
+            image = zoom_image(call.arguments, len(originals))
+            if image is not None:
+                box = zoom_box(call.arguments, coordinates, originals[image], views[image])
+                if box is not None:
+                    boxes.append((image, box))
+        crops += [Crop(b, turn, index, call.name, failed, image) for image, b in boxes]
         next_sub_image = _place_outputs(step, boxes, placed, sizes, next_sub_image)
     return crops
 
 
 def _place_outputs(
     step: Step,
-    boxes: Sequence[Box],
-    placed: dict[int, tuple[Box, ImageRef]],
+    boxes: Sequence[Placed],
+    placed: dict[int, tuple[Placed, ImageRef]],
     sizes: dict[str | int, tuple[int, int]],
     next_sub_image: int,
 ) -> int:

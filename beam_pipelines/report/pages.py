@@ -133,6 +133,17 @@ class CropView:
 
 
 @dataclass(frozen=True)
+class JobImageView:
+    """One job image with the crop boxes taken from it; ``anchor`` is its figure's id
+    (``job-image``, then ``job-image-2``, ... for a multi-image job's others)."""
+
+    image: ShownImage | None
+    crops: list[CropView]
+    anchor: str
+    font_size: float
+
+
+@dataclass(frozen=True)
 class TrajectoryView:
     """Everything one trajectory page shows."""
 
@@ -148,8 +159,7 @@ class TrajectoryView:
     answer: str | None
     choice: str | None
     correct: bool | None
-    image: ShownImage | None
-    crops: list[CropView]
+    images: list[JobImageView]
     turns: list[TurnView]
     tools: list[str]
     started_at: str
@@ -157,7 +167,6 @@ class TrajectoryView:
     prompt_tokens: int
     completion_tokens: int
     tool_calls: int
-    font_size: float
 
     @property
     def turn_count(self) -> int:
@@ -280,27 +289,6 @@ def build_view(traj: Trajectory, copier: ImageCopier, prefix: str = "../") -> Tr
         OptionView(letter, text, job.answer == letter, choice == letter)
         for letter, text in zip(letters, job.options, strict=True)
     ]
-    src = copier.copy(traj.original, reencode=True)
-    image_ref = traj.original
-    if src is None:  # the job image moved or is unreadable: the stored model view instead
-        src = copier.copy(traj.view)
-    image = (
-        ShownImage(prefix + src, "job image", image_ref.width, image_ref.height, image_ref.uri)
-        if src
-        else None
-    )
-    crop_views = [
-        CropView(
-            x=c.box.x0,
-            y=c.box.y0,
-            width=max(c.box.width, 1.0),
-            height=max(c.box.height, 1.0),
-            label=f"{c.turn}",
-            colour=PALETTE[(c.turn - 1) % len(PALETTE)],
-            failed=c.failed,
-        )
-        for c in crops
-    ]
     return TrajectoryView(
         id=traj.id,
         status=traj.status,
@@ -314,8 +302,7 @@ def build_view(traj: Trajectory, copier: ImageCopier, prefix: str = "../") -> Tr
         answer=traj.final.answer if traj.final else None,
         choice=choice,
         correct=correct,
-        image=image,
-        crops=crop_views,
+        images=_job_images(traj, crops, copier, prefix),
         turns=turns,
         tools=sorted({s.tool_call.name for s in traj.steps if s.tool_call is not None}),
         started_at=traj.started_at,
@@ -323,8 +310,39 @@ def build_view(traj: Trajectory, copier: ImageCopier, prefix: str = "../") -> Tr
         prompt_tokens=traj.usage.prompt_tokens,
         completion_tokens=traj.usage.completion_tokens,
         tool_calls=row["tool_calls"],
-        font_size=max(12.0, max(traj.original.width, traj.original.height) / 45),
     )
+
+
+def _job_images(
+    traj: Trajectory, crops: list[Crop], copier: ImageCopier, prefix: str
+) -> list[JobImageView]:
+    """Every job image (its original, or its stored view when the original cannot be read)
+    with the crop boxes drawn on it."""
+    several = len(traj.originals) > 1
+    views = []
+    for index, (ref, view) in enumerate(zip(traj.originals, traj.views, strict=True)):
+        src = copier.copy(ref, reencode=True)
+        if src is None:  # the job image moved or is unreadable: the stored model view instead
+            src = copier.copy(view)
+        label = f"job image {index + 1}" if several else "job image"
+        shown = ShownImage(prefix + src, label, ref.width, ref.height, ref.uri) if src else None
+        boxes = [
+            CropView(
+                x=c.box.x0,
+                y=c.box.y0,
+                width=max(c.box.width, 1.0),
+                height=max(c.box.height, 1.0),
+                label=f"{c.turn}",
+                colour=PALETTE[(c.turn - 1) % len(PALETTE)],
+                failed=c.failed,
+            )
+            for c in crops
+            if c.image == index
+        ]
+        anchor = "job-image" if index == 0 else f"job-image-{index + 1}"
+        font_size = max(12.0, max(ref.width, ref.height) / 45)
+        views.append(JobImageView(shown, boxes, anchor, font_size))
+    return views
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from beam_pipelines.agent.records import ImageRef, Step, ToolCall
-from beam_pipelines.report.crops import Box, code_crops, step_turns, zoom_box
+from beam_pipelines.agent import loop
+from beam_pipelines.agent.records import ImageRef, Job, Observation, Step, ToolCall
+from beam_pipelines.report.crops import (
+    Box,
+    code_crops,
+    job_image,
+    job_image_index,
+    step_turns,
+    trajectory_crops,
+    zoom_box,
+)
+from tools.registry import tool_specs
 
 SIZES = {"image": (2048, 1536)}
 
@@ -67,6 +79,51 @@ def test_anything_else_gives_no_box(code: str) -> None:
 def test_crops_of_sub_images_name_them() -> None:
     code = "a = sub_image_2.crop((0, 0, 5, 5))\nb = sub_images[3].crop((1, 1, 2, 2))"
     assert [source for source, _ in boxes(code)] == [2, 3]
+
+
+def test_crops_of_a_multi_image_jobs_images_name_them() -> None:
+    sizes = {**SIZES, "images[1]": (300, 200)}
+    code = (
+        "a = images[1].crop((0, 0, images[1].width // 2, 10))\n"
+        "b = images[0].crop((1, 1, 2, 2))\n"
+        "second = images[1]\n"
+        "second.crop((5, 5, 6, 6))\n"
+        "images[True].crop((1, 1, 2, 2))"
+    )
+    found = [(c.source, c.box) for c in code_crops(code, sizes)]
+    assert found == [
+        ("images[1]", Box(0, 0, 150, 10)),
+        ("image", Box(1, 1, 2, 2)),
+        ("images[1]", Box(5, 5, 6, 6)),
+    ]
+    assert [job_image_index(job_image(i)) for i in range(3)] == [0, 1, 2]
+    assert job_image_index(3) is None and job_image_index("images[x]") is None
+
+
+def test_a_multi_image_trajectory_draws_each_crop_on_its_own_image() -> None:
+    job = Job.from_dict({"id": "p", "images": ["a", "b"], "question": "q"})
+    second = ImageRef(uri="s", sha256="", width=400, height=300)
+    second_view = ImageRef(uri="sv", sha256="", width=200, height=150)
+    zoom = tool_specs(["image_zoom_in_tool"], image_zoom_in_tool={"coordinates": "absolute"})
+    traj = loop.start(
+        job, "zoom", zoom, ORIGINAL, VIEW, model="m", sampling={},
+        more_originals=[second], more_views=[second_view],
+    )  # fmt: skip
+    calls = [
+        {"bbox_2d": [10, 20, 30, 40], "image_index": 1},
+        {"bbox_2d": [10, 20, 30, 40]},
+        {"bbox_2d": [10, 20, 30, 40], "image_index": 2},  # names no image: no box
+    ]
+    for arguments in calls:
+        body = json.dumps({"name": "image_zoom_in_tool", "arguments": arguments})
+        text = f"<think>{arguments}</think><tool_call>{body}</tool_call>"
+        traj, pending = loop.advance(traj, text, finish_reason="stop", usage={}, latency_s=1.0)
+        traj = loop.observe(traj, pending, [Observation("", error="x")], [[]])
+    crops = trajectory_crops(traj, step_turns(traj.steps))
+    assert [(c.image, c.box, c.turn) for c in crops] == [
+        (1, Box(20, 40, 60, 80), 1),  # pixels of the second view, doubled onto its original
+        (0, Box(40, 80, 120, 160), 2),
+    ]
 
 
 def test_a_crop_uses_the_values_bound_before_it() -> None:
