@@ -8,7 +8,9 @@ annotate pipeline, (c) one job at a time. Two models: instant, and one that answ
 request after `--delay-s` with every request waiting at once (a GPU server batching in
 flight, as the client sees it). For each `max_in_flight` level: jobs/s, CPU ms per job (this
 process and the sandboxes it reaps: `getrusage` of self and children), cores busy (CPU
-seconds over wall seconds). Ratios compare within one run; the machine is shared and noisy.
+seconds over wall seconds), and for the pipeline the mean time of each stage (its `*_ms`
+metrics: preparing a job's images, a model request, a tool call). Ratios compare within one
+run; the machine is shared and noisy.
 
 A last run gives the instant model jobs whose crop first waits `--tool-latency-s` (a tool
 that waits on a service), at the highest level: its jobs/s over the instant model's says how
@@ -32,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,7 @@ class Level:
     cores_busy: float
     machine_cpu_ms_per_job: float
     machine_cores_busy: float
+    stage_mean_ms: dict[str, float] = field(default_factory=dict)
 
 
 def crop_call(tool_latency_s: float = 0.0) -> dict[str, Any]:
@@ -133,11 +136,13 @@ def measure(run: Callable[[], Measured], model: str, level: int) -> Level:
         cores_busy=round(cpu / measured.wall_s, 2),
         machine_cpu_ms_per_job=round(1000 * machine / max(1, measured.jobs), 1),
         machine_cores_busy=round(machine / measured.wall_s, 2),
+        stage_mean_ms=measured.stage_mean_ms,
     )
     print(f"  {model:8s} {measured.mode:8s} c={level:<4d} {row.jobs_per_s:7.2f} jobs/s "
           f"{row.cpu_ms_per_job:7.1f} CPU ms/job {row.cores_busy:4.2f} cores "
           f"(machine: {row.machine_cpu_ms_per_job:7.1f} ms/job {row.machine_cores_busy:4.2f} "
-          "cores)", file=sys.stderr, flush=True)  # fmt: skip
+          f"cores) {json.dumps(row.stage_mean_ms) if row.stage_mean_ms else ''}",
+          file=sys.stderr, flush=True)  # fmt: skip
     return row
 
 
