@@ -91,3 +91,6 @@ def test_run_takes_a_test_pipeline_and_writes_rows(tmp_path: Path) -> None:
     assert row["status"] == "answered" and row["tool_calls"] == 1
     assert json.loads(row["answer"]) == {"result": "42", "type": "code"}
     assert result.config.model_label == "scripted:call"
+    # Each stage's time is a metric: preparing the job, its model requests, its tool call.
+    for stage in ("prepare_ms", "model_latency_ms", "tool_latency_ms_code"):
+        assert result.metrics[stage]["count"] >= 1, stage
