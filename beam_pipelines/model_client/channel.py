@@ -121,15 +121,47 @@ def client_for(endpoint: ModelEndpoint) -> ModelClient:
 
 
 class ModelChannel:
-    """One worker's client of one model endpoint, its in-flight budget and its view cache."""
+    """One worker's client of one model endpoint, its in-flight budget and its view cache.
+
+    A worker's `Generate` stages share one: each takes it with `open` in its setup and gives it
+    back with `release` in its teardown, and the last to give it back closes the client. For
+    Triton that ends the client's gRPC stream, which a server waits for: it does not unload a
+    model while a stream to it is open, so a server stopped after a run (annotate's local
+    one) waited out its exit timeout, 30 s, when the run left its stream open. An `open` after
+    that starts a new client. Other users (judges, summaries) `close` their own channel.
+    """
 
     def __init__(self, endpoint: ModelEndpoint, client: ModelClient | None = None) -> None:
         self.endpoint = endpoint
         self.client = client if client is not None else client_for(endpoint)
         self.slots = threading.BoundedSemaphore(endpoint.max_in_flight)
         self.views = ViewCache()
+        self._lock = threading.Lock()
+        self._users = 0
+        self._closed = False
+
+    def open(self) -> ModelChannel:
+        """Take the channel (a new client if it was closed); give it back with `release`."""
+        with self._lock:
+            if self._closed:
+                self.client = client_for(self.endpoint)
+                self._closed = False
+            self._users += 1
+        return self
+
+    def release(self) -> None:
+        """Give back what `open` took; the last user's release closes the client."""
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._close()
 
     def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        self._closed = True
         self.client.close()
 
 

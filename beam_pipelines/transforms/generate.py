@@ -92,7 +92,7 @@ class Generate(beam.DoFn):
         endpoint = self._endpoint
         self._channel = self._channel_handle.acquire(
             lambda: ModelChannel(endpoint), tag=f"{endpoint.address}/{endpoint.model_name}"
-        )
+        ).open()
         self._views = self._channel.views
         self._requests_sent = Metrics.counter("annotate", "model_requests")
         self._errors = Metrics.counter("annotate", "model_errors")
@@ -129,6 +129,12 @@ class Generate(beam.DoFn):
     def finish_bundle(self) -> Iterator[Any]:
         for output in self._emit(self._requests.wait_all()):
             yield windowed(output)
+
+    def teardown(self) -> None:
+        # The worker's last Generate stage to go closes the shared client (ModelChannel).
+        channel = getattr(self, "_channel", None)
+        if channel is not None:
+            channel.release()
 
     def _emit(self, results: Iterable[tuple[Hashable, ModelReply | ModelError]]) -> Iterator[Any]:
         for key, outcome in results:

@@ -180,3 +180,19 @@ def test_inline_images_replaces_only_image_parts() -> None:
     assert out[1]["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")
     assert out[1]["content"][1] == {"type": "text", "text": "q"}
     assert messages[1]["content"][0]["image_url"]["url"] == "gs://b/images/x.png"  # untouched
+
+
+def test_the_last_user_to_release_a_shared_channel_closes_its_client() -> None:
+    """Generate stages share a channel; a client left open after the run kept its Triton
+    stream open, and the server it used then waited 30 s before it would stop."""
+    first = FailingClient(CallError("UNAVAILABLE", "unused"))
+    shared = ModelChannel(ModelEndpoint("call", kind="scripted"), first)
+    assert shared.open() is shared and shared.open() is shared
+    shared.release()
+    assert not first.closed
+    shared.release()
+    assert first.closed
+    # A stage set up after that gets a new client of the same endpoint.
+    shared.open()
+    assert isinstance(shared.client, ScriptedClient)
+    assert complete(shared, [{"role": "user", "content": "q"}], {}).text.endswith("</answer>")
