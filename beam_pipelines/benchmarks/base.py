@@ -6,9 +6,11 @@ a category); images embedded in the files are written out once. A scorer takes o
 `Prediction` per job (the answer text of one sample, or None when the job has no answer row)
 and returns the benchmark's metrics, fractions in [0, 1] in the benchmark's reporting order.
 A job without an answer scores 0, as VLMEvalKit counts predictions it could not obtain.
-Rows a job cannot express yet (a question without an image, or with several) are not loaded:
-the loader counts them by reason in `skipped`, and evaluate reports the counts beside the
-scores, so a figure over fewer questions than the benchmark has never passes unnoticed.
+A row with several images is an `images` job (docs/formats.md, "Multi-image jobs"). Rows a
+job cannot express (a question without an image, or with more images than a job may list)
+are not loaded: the loader counts them by reason in `skipped`, and evaluate reports the
+counts beside the scores, so a figure over fewer questions than the benchmark has never
+passes unnoticed.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from beam_pipelines.agent.records import MAX_IMAGES
 from beam_pipelines.io.files import exists, is_local, join, normalize, read_bytes, write_bytes
 
 #: Parquet rows decoded at a time: benchmark rows carry whole images.
 PARQUET_BATCH_ROWS = 16
-#: Why a row is not loaded (`Benchmark.skipped`'s keys): a job has exactly one image.
+#: Why a row is not loaded (`Benchmark.skipped`'s keys): a job has 1 to `MAX_IMAGES` images.
 NO_IMAGE = "without an image"
-SEVERAL_IMAGES = "with several images"
+TOO_MANY_IMAGES = f"with more than {MAX_IMAGES} images"
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,24 @@ def write_image(images_dir: str, name: str, data: bytes) -> str:
     if not exists(path):
         write_bytes(path, data)
     return path
+
+
+def image_skip_reason(images: Sequence[bytes]) -> str | None:
+    """Why a row with these images makes no job (`Benchmark.skipped`'s key), or None."""
+    if not images:
+        return NO_IMAGE
+    if len(images) > MAX_IMAGES:
+        return TOO_MANY_IMAGES
+    return None
+
+
+def write_job_images(images_dir: str, name: str, images: Sequence[bytes]) -> dict[str, Any]:
+    """A row's images written once (`write_image`), as a job gives them: one image as
+    `{"image": <name>.<ext>}`, several as `{"images": [<name>/0.<ext>, <name>/1.<ext>, ...]}`
+    in the row's order (a folder of their own: no name of another row's image can clash)."""
+    if len(images) == 1:
+        return {"image": write_image(images_dir, name, images[0])}
+    return {"images": [write_image(images_dir, f"{name}/{i}", d) for i, d in enumerate(images)]}
 
 
 def parquet_rows(

@@ -7,10 +7,11 @@ placeholders removed), `images` (a list of `datasets` Images), `reward_model`
 `data_id`, `data_source`, and `category` (`search_required` / `search_free`) where the file
 has it.
 
-Each row with one image becomes a job `fvqa/<data_id>` (`fvqa/<row>` without an id) asking
-its question. A job has one image, so a row with none or several is not loaded: it is counted
-in `skipped` ("without an image", "with several images") and evaluate reports the count
-beside the scores.
+Each row becomes a job `fvqa/<data_id>` (`fvqa/<row>` without an id) asking its question:
+an `image` job for a row with one image, an `images` job for a row with several (in the
+row's order). A row without an image, or with more than a job may list (16), is not loaded:
+it is counted in `skipped` ("without an image", "with more than 16 images") and evaluate
+reports the count beside the scores.
 
 Scores (`search_qa.py` for the matching rules and their sources): `overall`, and per
 `category` where rows have one, the share of correct answers: by normalised exact match
@@ -27,14 +28,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from beam_pipelines.benchmarks.base import (
-    NO_IMAGE,
-    SEVERAL_IMAGES,
     Benchmark,
     Prediction,
     embedded_images,
     file_name,
+    image_skip_reason,
     parquet_rows,
-    write_image,
+    write_job_images,
 )
 from beam_pipelines.benchmarks.judge import AnswerJudge
 from beam_pipelines.benchmarks.search_qa import (
@@ -84,8 +84,9 @@ class FVQA(Benchmark):
                 raise ValueError(f"{input}: data_id {data_id!r} appears twice")
             seen.add(data_id)
             images = embedded_images(row.get("images"), folder)
-            if len(images) != 1:
-                skipped[NO_IMAGE if not images else SEVERAL_IMAGES] += 1
+            reason = image_skip_reason(images)
+            if reason:
+                skipped[reason] += 1
                 continue
             reward = row.get("reward_model") or {}
             answers = reference_answers(
@@ -102,7 +103,7 @@ class FVQA(Benchmark):
             jobs.append(
                 {
                     "id": f"fvqa/{data_id}",
-                    "image": write_image(images_dir, file_name(data_id), images[0]),
+                    **write_job_images(images_dir, file_name(data_id), images),
                     "question": question_of(row.get("prompt"), data_id),
                     "answer": answers[0],
                     "meta": meta,

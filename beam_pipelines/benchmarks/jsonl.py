@@ -1,8 +1,9 @@
 """Any job JSONL with ground truth (docs/formats.md, "Input"): accuracy, overall and per category.
 
-Jobs are read as they are; a relative `image` is resolved against the file's folder. An
-answer is right by the answer rows' own rule: the option letter it names, or a normalised
-exact match for free-form answers. `meta.category`, when jobs have one, gives a breakdown.
+Jobs are read as they are; a relative `image`, or entry of `images`, is resolved against the
+file's folder. An answer is right by the answer rows' own rule: the option letter it names,
+or a normalised exact match for free-form answers. `meta.category`, when jobs have one,
+gives a breakdown.
 """
 
 from __future__ import annotations
@@ -25,12 +26,18 @@ def correct(job: dict[str, Any], answer: str | None) -> bool:
     return _normalise(answer) == _normalise(job["answer"])
 
 
+def resolve(uri: str, path: str) -> str:
+    """An image URI of the job file `path`: a relative local one joined to the file's folder."""
+    if is_local(uri) and not posixpath.isabs(normalize(uri)) and is_local(path):
+        return posixpath.join(posixpath.dirname(path), uri)
+    return uri
+
+
 class JsonlBenchmark(Benchmark):
     name = "jsonl"
 
     def load(self, input: str, images_dir: str, seed: int) -> list[dict[str, Any]]:
         path = normalize(input)
-        folder = posixpath.dirname(path)
         jobs = []
         for line in read_bytes(path).decode("utf-8").splitlines():
             if not line.strip():
@@ -38,9 +45,10 @@ class JsonlBenchmark(Benchmark):
             job = Job.from_dict(json.loads(line)).to_dict()
             if job["answer"] is None:
                 raise ValueError(f"{job['id']}: a benchmark job needs an answer")
-            image = job["image"]
-            if is_local(image) and not posixpath.isabs(normalize(image)) and is_local(path):
-                job["image"] = posixpath.join(folder, image)
+            if "images" in job:
+                job["images"] = [resolve(uri, path) for uri in job["images"]]
+            else:
+                job["image"] = resolve(job["image"], path)
             jobs.append(job)
         return jobs
 

@@ -8,8 +8,8 @@ MMSearch's own staged engine shows its model) and `gt_requery` belong to that en
 not read: the agent searches for itself, as R1V4 did.
 
 A question with its image becomes a job `mmsearch/<sample_id>` whose question is the query as
-it stands (R1V4's benchmark script sent the image, then the query, nothing else). A job has
-one image, so a text-only question is not loaded: it is counted in `skipped` ("without an
+it stands (R1V4's benchmark script sent the image, then the query, nothing else). A job needs
+an image, so a text-only question is not loaded: it is counted in `skipped` ("without an
 image") and evaluate reports the count beside the scores, which then cover the questions with
 an image only (R1V4 asked text-only questions without an image; its 66.1 is over all 300).
 
@@ -29,14 +29,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from beam_pipelines.benchmarks.base import (
-    NO_IMAGE,
-    SEVERAL_IMAGES,
     Benchmark,
     Prediction,
     embedded_images,
     file_name,
+    image_skip_reason,
     parquet_rows,
-    write_image,
+    write_job_images,
 )
 from beam_pipelines.benchmarks.judge import AnswerJudge
 from beam_pipelines.benchmarks.search_qa import (
@@ -78,8 +77,9 @@ class MMSearch(Benchmark):
                 raise ValueError(f"{input}: sample_id {sample_id!r} appears twice")
             seen.add(sample_id)
             images = embedded_images(row.get("query_image"), folder)
-            if len(images) != 1:
-                skipped[NO_IMAGE if not images else SEVERAL_IMAGES] += 1
+            reason = image_skip_reason(images)
+            if reason:
+                skipped[reason] += 1
                 continue
             alternatives = row.get("alternative_gt_answers") or []
             if not isinstance(alternatives, list):
@@ -88,7 +88,7 @@ class MMSearch(Benchmark):
             jobs.append(
                 {
                     "id": f"mmsearch/{sample_id}",
-                    "image": write_image(images_dir, file_name(sample_id), images[0]),
+                    **write_job_images(images_dir, file_name(sample_id), images),
                     "question": row["query"],
                     "answer": answer,
                     "meta": {

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from beam_pipelines.agent.records import Job
 from beam_pipelines.benchmarks import Prediction, get_benchmark
 from beam_pipelines.benchmarks.judge import ChoiceJudge, read_verdict
 from beam_pipelines.benchmarks.mme_realworld import extract_letter
@@ -528,7 +529,8 @@ def test_mmsearch_judge_sees_the_query_the_answer_and_gt_answer(tmp_path: Path) 
 
 
 def fvqa_parquet(path: Path, categories: bool = True) -> Path:
-    """Six rows as the release has them; the last two have two images and none."""
+    """Seven rows as the release has them; the last three have two images, none, and more
+    than a job may list."""
     flag = "\U0001f1f2\U0001f1f9"
     rows = [
         ("fvqa_test_0", "What is the name of the system shown in the image?", [png()],
@@ -542,6 +544,8 @@ def fvqa_parquet(path: Path, categories: bool = True) -> Path:
          "search_required"),
         ("fvqa_test_4", "Which is older?", [png(), png(5, 5)], "left", "[]", "search_required"),
         ("fvqa_test_5", "Who built it?", [], "Eiffel", "[]", "search_required"),
+        ("fvqa_test_6", "Which frame is blurred?", [png(4 + i, 4) for i in range(17)], "3",
+         "[]", "search_required"),
     ]  # fmt: skip
     reward_type = pa.struct(
         [("candidate_answers", pa.string()), ("ground_truth", pa.string()), ("style", pa.string())]
@@ -566,10 +570,18 @@ def fvqa_parquet(path: Path, categories: bool = True) -> Path:
 def test_fvqa_loader_reads_the_verl_parquet_and_counts_what_it_skips(tmp_path: Path) -> None:
     bench = get_benchmark("fvqa")
     jobs = bench.load(str(fvqa_parquet(tmp_path / "fvqa_test.parquet")), str(tmp_path / "i"), 0)
-    assert [j["id"] for j in jobs] == [f"fvqa/fvqa_test_{i}" for i in range(4)]
-    assert bench.skipped == {"with several images": 1, "without an image": 1}
+    assert [j["id"] for j in jobs] == [f"fvqa/fvqa_test_{i}" for i in range(5)]
+    assert bench.skipped == {"without an image": 1, "with more than 16 images": 1}
     assert Path(jobs[0]["image"]).read_bytes() == png()
     assert jobs[0]["image"] == str(tmp_path / "i" / "fvqa_test_0.png")
+    assert "images" not in jobs[0]
+    # Two images: an `images` job, in the row's order, each written as a single image is.
+    pair = jobs[4]
+    assert "image" not in pair
+    assert pair["images"] == [str(tmp_path / "i" / "fvqa_test_4" / f"{i}.png") for i in (0, 1)]
+    assert [Path(uri).read_bytes() for uri in pair["images"]] == [png(), png(5, 5)]
+    assert Job.from_dict(pair).images == tuple(pair["images"])
+    assert not (tmp_path / "i" / "fvqa_test_6").exists()  # over the cap: nothing written
     assert jobs[1]["question"] == "What country does this building belong to?"  # no <image>
     assert jobs[1]["answer"] == "Malta"
     assert jobs[1]["meta"] == {
@@ -584,13 +596,13 @@ def test_fvqa_loader_reads_the_verl_parquet_and_counts_what_it_skips(tmp_path: P
 def test_fvqa_scores_exact_match_per_category(tmp_path: Path) -> None:
     bench = get_benchmark("fvqa")
     jobs = bench.load(str(fvqa_parquet(tmp_path / "f.parquet")), str(tmp_path / "i"), 0)
-    answers = ["NamUs", "the Republic of Malta.", "hun", None]
+    answers = ["NamUs", "the Republic of Malta.", "hun", None, "Left."]
     scores = bench.score([Prediction(j, a) for j, a in zip(jobs, answers, strict=True)])
-    assert scores == {"overall": 0.75, "search_required": 0.5, "search_free": 1.0}
+    assert scores == {"overall": 0.8, "search_required": pytest.approx(2 / 3), "search_free": 1.0}
     # Without a category column (the released test file may have none): overall alone.
     plain = bench.load(str(fvqa_parquet(tmp_path / "p.parquet", False)), str(tmp_path / "i"), 0)
     assert bench.score([Prediction(j, a) for j, a in zip(plain, answers, strict=True)]) == {
-        "overall": 0.75
+        "overall": 0.8
     }
 
 
@@ -600,18 +612,19 @@ def test_fvqa_judge_decides_and_exact_match_is_reported_beside(tmp_path: Path) -
     )
     bench = get_benchmark("fvqa", ModelChannel(ModelEndpoint("judge"), client))
     jobs = bench.load(str(fvqa_parquet(tmp_path / "f.parquet")), str(tmp_path / "i"), 0)
-    answers = ["NamUs", "Malta, in Europe", "Budapest", None]  # the judge fails on Budapest
+    # The judge fails on Budapest; the two-image question has no answer.
+    answers = ["NamUs", "Malta, in Europe", "Budapest", None, None]
     scores = bench.score([Prediction(j, a) for j, a in zip(jobs, answers, strict=True)])
     assert len(client.prompts) == 3
     assert "[correct_answer]: namus\n" in client.prompts[0]
     assert scores == {
-        "overall": 0.5,
+        "overall": 0.4,
         "search_required": 0.0,
         "search_free": 1.0,
-        "overall (exact)": 0.25,
+        "overall (exact)": 0.2,
         "search_required (exact)": 0.0,
         "search_free (exact)": 0.5,
-        "judge failed": 0.25,
+        "judge failed": 0.2,
     }
 
 
@@ -656,6 +669,15 @@ def test_jsonl_benchmark_resolves_relative_images_and_scores_by_category(tmp_pat
         [Prediction(jobs[0], "y"), Prediction(jobs[1], " paris. "), Prediction(jobs[2], "5")]
     )
     assert scores == {"k1": 1.0, "k2": 0.5, "overall": pytest.approx(2 / 3)}
+
+
+def test_jsonl_benchmark_resolves_every_image_of_an_images_job(tmp_path: Path) -> None:
+    line = {"id": "d", "images": ["b.png", "/abs/a.png", "gs://b/c.png"], "question": "q"}
+    path = tmp_path / "bench.jsonl"
+    path.write_text(json.dumps({**line, "answer": "x"}) + "\n")
+    (job,) = get_benchmark("jsonl").load(str(path), str(tmp_path / "img"), 0)
+    assert "image" not in job
+    assert job["images"] == [str(tmp_path / "b.png"), "/abs/a.png", "gs://b/c.png"]
 
 
 def test_unknown_benchmark() -> None:

@@ -18,20 +18,22 @@ import pytest
 from beam_pipelines import evaluate
 
 from .helpers import png
-from .runs import FAST
+from .runs import FAST, run_rows, trace
 
 IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 SCRIPTED = ("--endpoint=scripted:call", "--tools=", *FAST)
 
 
 def fvqa_file(path: Path) -> Path:
-    """Three questions and a row with two images; the scripted answer matches the first's
-    ground truth and a candidate answer of the second."""
+    """Three questions with an image, one with two, and a row with more images than a job may
+    list; the scripted answer matches the ground truth of the first and the two-image one,
+    and a candidate answer of the second."""
     rows = [
         ("fvqa_test_0", [png()], "unscripted", "[]"),
         ("fvqa_test_1", [png(9, 9)], "scripted", '["Unscripted."]'),
         ("fvqa_test_2", [png(7, 7)], "Paris", "[]"),
         ("fvqa_test_3", [png(), png(5, 5)], "unscripted", "[]"),
+        ("fvqa_test_4", [png(4 + i, 4) for i in range(17)], "unscripted", "[]"),
     ]
     reward = pa.struct([("candidate_answers", pa.string()), ("ground_truth", pa.string())])
     table = pa.table(
@@ -59,24 +61,32 @@ def test_fvqa_with_a_judge_reports_judged_and_exact_figures(tmp_path: Path) -> N
         "--judge_endpoint=scripted:call",
         *SCRIPTED,
     ]
-    evaluation, _ = evaluate.run(argv)
-    assert evaluation.questions == 3 and evaluation.answered == 3
-    assert evaluation.skipped == {"with several images": 1}
+    evaluation, run = evaluate.run(argv)
+    assert evaluation.questions == 4 and evaluation.answered == 4
+    assert evaluation.skipped == {"with more than 16 images": 1}
     assert evaluation.scores == {
         "overall": 0.0,
-        "overall (exact)": pytest.approx(2 / 3),
+        "overall (exact)": 0.75,
         "judge failed": 0.0,
     }
     stored = json.loads((out / "results.json").read_text())
-    assert stored["skipped"] == {"with several images": 1}
+    assert stored["skipped"] == {"with more than 16 images": 1}
     table = (out / "results.md").read_text()
-    note = "3 questions, 1 sample(s) each; 3 answers. Not asked: 1 row with several images."
+    note = "4 questions, 1 sample(s) each; 4 answers. Not asked: 1 row with more than 16 images."
     assert note in table
-    assert "| overall (exact) | 66.7 |" in table
+    assert "| overall (exact) | 75.0 |" in table
     jobs = [
         json.loads(line) for line in (out / "benchmark" / "jobs.jsonl").read_text().splitlines()
     ]
-    assert [j["id"] for j in jobs] == ["fvqa/fvqa_test_0", "fvqa/fvqa_test_1", "fvqa/fvqa_test_2"]
+    assert [j["id"] for j in jobs] == [f"fvqa/fvqa_test_{i}" for i in range(4)]
+    assert len(jobs[3]["images"]) == 2 and "image" not in jobs[3]
+    # The model was shown both images of the two-image question, in the row's order.
+    answers, _ = run_rows(run)
+    (pair,) = [row for row in answers if row["id"] == "fvqa/fvqa_test_3"]
+    record = trace(pair["trace_uri"])
+    assert [o["uri"] for o in record["originals"]] == jobs[3]["images"]
+    first_turn = record["messages"][1]["content"]
+    assert [p["type"] for p in first_turn] == ["image_url", "image_url", "text"]
 
 
 def test_mmsearch_scores_the_questions_with_an_image(tmp_path: Path) -> None:
