@@ -26,7 +26,9 @@ from contract import (
     parse_messages,
     parse_request,
     parse_sampling,
+    png_bytes_bound,
 )
+from engines import ServingConfig
 from PIL import Image
 
 from .support import data_url, image_message, sample_image
@@ -166,6 +168,21 @@ def test_image_beyond_the_byte_limit_is_refused() -> None:
     url = data_url(Image.new("RGB", (100, 100)))
     with pytest.raises(ContractError, match="larger than 10 bytes"):
         decode_data_url(url, Limits(max_image_bytes=10))
+
+
+def test_the_byte_limit_follows_the_pixel_limit_when_a_config_states_none() -> None:
+    # Noise does not compress: a view at the pixel limit must still fit the byte limit (a
+    # fixed 32 MiB refused a 16.7 MP photo-like view at R1V4's budget).
+    side = 512
+    noise = np.random.default_rng(1).integers(0, 256, (side, side, 3), np.uint8)
+    url = "data:image/png;base64," + base64.b64encode(_png_bytes(Image.fromarray(noise))).decode()
+    config = ServingConfig.from_parameters({"engine": "tiny", "max_image_pixels": str(side**2)})
+    assert config.limits.max_image_bytes == png_bytes_bound(side**2)
+    assert decode_data_url(url, config.limits).size == (side, side)
+    stated = ServingConfig.from_parameters({"engine": "tiny", "max_image_bytes": "1000"})
+    assert stated.limits.max_image_bytes == 1000
+    with pytest.raises(ContractError, match="larger than 1000 bytes"):
+        decode_data_url(url, stated.limits)
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,17 @@ DEFAULT_MAX_TOKENS = 256
 # Requests are built by our own client within the model's pixel budget; anything far beyond
 # is a mistake or a decompression bomb, and is refused before it is decoded.
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
-DEFAULT_MAX_IMAGE_BYTES = 32 * 1024 * 1024
+
+
+def png_bytes_bound(pixels: int) -> int:
+    """The most bytes an RGB PNG of `pixels` pixels takes, with room to spare: 3 bytes a
+    pixel, a filter byte a row and zlib's stored-block overhead when nothing compresses (a
+    noisy photo). A config that states `max_image_pixels` but no `max_image_bytes` gets this,
+    so no image within the pixel limit is refused for its size."""
+    return 4 * pixels + (1 << 20)
+
+
+DEFAULT_MAX_IMAGE_BYTES = png_bytes_bound(DEFAULT_MAX_IMAGE_PIXELS)  # 65 MiB
 MAX_STOP_STRINGS = 16
 
 

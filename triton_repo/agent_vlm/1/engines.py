@@ -15,7 +15,13 @@ from pathlib import Path
 
 from budget import KEYS as BUDGET_KEYS
 from budget import BudgetError, ImageBudget, check_stated
-from contract import BatchScheduler, InFlightEngine, Limits
+from contract import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    BatchScheduler,
+    InFlightEngine,
+    Limits,
+    png_bytes_bound,
+)
 
 # engine name -> module (beside this file) with `from_parameters(model_dir, params, instance)`.
 ENGINES: dict[str, str] = {
@@ -69,6 +75,9 @@ class ServingConfig:
         for key, attribute in _LIMIT_KEYS.items():
             if key in params:
                 limit_values[attribute] = parse_int(params.pop(key), key, minimum=1)
+        if "max_image_bytes" not in limit_values:
+            pixels = limit_values.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)
+            limit_values["max_image_bytes"] = png_bytes_bound(pixels)
         budget = {key: params.pop(key) for key in BUDGET_KEYS if key in params}
         return cls(
             engine=engine,
