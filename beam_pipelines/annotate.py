@@ -1,7 +1,7 @@
 """The annotate pipeline: a corpus of image-question jobs in, answers and traces out.
 
 ```
-ReadJobs -> SkipDone (join on id) -> PrepareImages
+ReadJobs -> SkipDone (join on id) -> Reshuffle -> PrepareImages
   -> [Generate{k} -> ExecuteTools{k}] x max_turns -> EndUnfinished -> WriteResults
 ```
 
@@ -104,10 +104,9 @@ def build(
         jobs = jobs | "SkipIndexedDone" >> beam.ParDo(SkipIndexedDone(plan.done))
     started = (
         jobs
-        # The join on id is the run's one barrier: it also spreads the jobs over workers (by
-        # id), so no Reshuffle follows it; a local runner holds each barrier's whole input in
-        # memory, and a second one made peak memory grow with the corpus.
         | "SkipDone" >> SkipDoneAndDuplicates(None if plan else layout.all_answers_glob())
+        # Spread jobs over workers before the expensive part; the last barrier of the run.
+        | "Reshuffle" >> beam.Reshuffle()
         | "PrepareImages"
         >> beam.ParDo(
             PrepareImages(

