@@ -8,7 +8,7 @@ annotate pipeline, (c) one job at a time. Two models: instant, and one that answ
 request after `--delay-s` with every request waiting at once (a GPU server batching in
 flight, as the client sees it). For each `max_in_flight` level: jobs/s, CPU ms per job (this
 process and the sandboxes it reaps: `getrusage` of self and children), cores busy (CPU
-seconds over wall seconds), and for the pipeline the mean time of each stage (its `*_ms`
+seconds over wall seconds), and for the pipeline the mean time of each stage (its `*_ms*`
 metrics: preparing a job's images, a model request, a tool call). Ratios compare within one
 run; the machine is shared and noisy.
 
