@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -291,8 +292,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     a, b = next(r for r in rounds if r[1].jobs_per_s / r[0].jobs_per_s == ratios[len(ratios) // 2])
     measured = [a, b, *([naive] if naive else [])]
     by_mode = {m.mode: m for m in measured}
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO_ROOT
+    ).stdout.strip()
     result: dict[str, Any] = {
         "benchmark": "pipeline_efficiency",
+        "commit": commit,
         "jobs": args.jobs,
         "concurrency": args.concurrency,
         "max_turns": args.max_turns,
