@@ -19,6 +19,7 @@ import io
 import posixpath
 import re
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -135,6 +136,33 @@ def parquet_rows(
         present = [c for c in columns if c in names]
         for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=present):
             yield from batch.to_pylist()
+
+
+def parquet_questions(
+    path: str,
+    columns: Sequence[str],
+    required: Sequence[str],
+    id_column: str,
+    image_column: str,
+    skipped: Counter[str],
+) -> Iterator[tuple[str, dict[str, Any], list[bytes]]]:
+    """`(id, row, images)` for each row of a released Parquet file that can be a job: its id
+    (`id_column`, else its index) and its images (`embedded_images` of `image_column`). A row
+    that cannot (`image_skip_reason`) is counted in `skipped` instead; an id seen twice is an
+    error, since ids key the results."""
+    folder = posixpath.dirname(normalize(path))
+    seen: set[str] = set()
+    for index, row in enumerate(parquet_rows(path, columns, required)):
+        row_id = str(row.get(id_column) or index)
+        if row_id in seen:
+            raise ValueError(f"{path}: {id_column} {row_id!r} appears twice")
+        seen.add(row_id)
+        images = embedded_images(row.get(image_column), folder)
+        reason = image_skip_reason(images)
+        if reason:
+            skipped[reason] += 1
+            continue
+        yield row_id, row, images
 
 
 def embedded_images(value: Any, folder: str) -> list[bytes]:

@@ -22,7 +22,6 @@ figure), exact match then beside as `<metric> (exact)`.
 
 from __future__ import annotations
 
-import posixpath
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -30,10 +29,8 @@ from typing import Any
 from beam_pipelines.benchmarks.base import (
     Benchmark,
     Prediction,
-    embedded_images,
     file_name,
-    image_skip_reason,
-    parquet_rows,
+    parquet_questions,
     write_job_images,
 )
 from beam_pipelines.benchmarks.judge import AnswerJudge
@@ -43,7 +40,6 @@ from beam_pipelines.benchmarks.search_qa import (
     grouped_mean,
     reference_answers,
 )
-from beam_pipelines.io.files import normalize
 
 COLUMNS = ("data_id", "prompt", "images", "reward_model", "data_source", "category")
 REQUIRED = ("prompt", "images", "reward_model")
@@ -74,20 +70,10 @@ class FVQA(Benchmark):
         self.judge = judge
 
     def load(self, input: str, images_dir: str, seed: int) -> list[dict[str, Any]]:
-        folder = posixpath.dirname(normalize(input))
         jobs: list[dict[str, Any]] = []
         skipped: Counter[str] = Counter()
-        seen: set[str] = set()
-        for index, row in enumerate(parquet_rows(input, COLUMNS, REQUIRED)):
-            data_id = str(row.get("data_id") or index)
-            if data_id in seen:
-                raise ValueError(f"{input}: data_id {data_id!r} appears twice")
-            seen.add(data_id)
-            images = embedded_images(row.get("images"), folder)
-            reason = image_skip_reason(images)
-            if reason:
-                skipped[reason] += 1
-                continue
+        rows = parquet_questions(input, COLUMNS, REQUIRED, "data_id", "images", skipped)
+        for data_id, row, images in rows:
             reward = row.get("reward_model") or {}
             answers = reference_answers(
                 reward.get("ground_truth"), reward.get("candidate_answers"), data_id

@@ -23,7 +23,6 @@ best reference, by area and subfield as MMSearch's result summary breaks it down
 
 from __future__ import annotations
 
-import posixpath
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -31,10 +30,8 @@ from typing import Any
 from beam_pipelines.benchmarks.base import (
     Benchmark,
     Prediction,
-    embedded_images,
     file_name,
-    image_skip_reason,
-    parquet_rows,
+    parquet_questions,
     write_job_images,
 )
 from beam_pipelines.benchmarks.judge import AnswerJudge
@@ -44,7 +41,6 @@ from beam_pipelines.benchmarks.search_qa import (
     exact_match,
     grouped_mean,
 )
-from beam_pipelines.io.files import normalize
 
 COLUMNS = (
     "sample_id",
@@ -67,20 +63,10 @@ class MMSearch(Benchmark):
         self.judge = judge
 
     def load(self, input: str, images_dir: str, seed: int) -> list[dict[str, Any]]:
-        folder = posixpath.dirname(normalize(input))
         jobs: list[dict[str, Any]] = []
         skipped: Counter[str] = Counter()
-        seen: set[str] = set()
-        for index, row in enumerate(parquet_rows(input, COLUMNS, REQUIRED)):
-            sample_id = str(row.get("sample_id") or index)
-            if sample_id in seen:
-                raise ValueError(f"{input}: sample_id {sample_id!r} appears twice")
-            seen.add(sample_id)
-            images = embedded_images(row.get("query_image"), folder)
-            reason = image_skip_reason(images)
-            if reason:
-                skipped[reason] += 1
-                continue
+        rows = parquet_questions(input, COLUMNS, REQUIRED, "sample_id", "query_image", skipped)
+        for sample_id, row, images in rows:
             alternatives = row.get("alternative_gt_answers") or []
             if not isinstance(alternatives, list):
                 raise ValueError(f"{sample_id}: alternative_gt_answers is not a list")
