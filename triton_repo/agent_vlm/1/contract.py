@@ -26,9 +26,9 @@ import logging
 import math
 import threading
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -55,6 +55,8 @@ def png_bytes_bound(pixels: int) -> int:
 
 DEFAULT_MAX_IMAGE_BYTES = png_bytes_bound(DEFAULT_MAX_IMAGE_PIXELS)  # 65 MiB
 MAX_STOP_STRINGS = 16
+
+T = TypeVar("T")
 
 
 class ContractError(ValueError):
@@ -319,6 +321,46 @@ def answer(
             done(GenerationResult.failure(f"engine error: {type(exc).__name__}: {exc}"))
 
 
+class WaitingRequests(Generic[T]):
+    """What an engine's scheduler thread has yet to take. Triton's threads `put`, the
+    scheduler thread `take`s; once `close`d, `put` raises, `take` returns None and `drain`
+    hands back what was left, for the scheduler to fail."""
+
+    def __init__(self) -> None:
+        self._items: list[T] = []
+        self._ready = threading.Condition()
+        self.closed = False
+
+    def put(self, items: Iterable[T]) -> None:
+        with self._ready:
+            if self.closed:
+                raise RuntimeError("the engine is closed")
+            self._items.extend(items)
+            self._ready.notify()
+
+    def take(self, limit: int, busy: Callable[[], bool] = lambda: False) -> list[T] | None:
+        """Up to `limit` waiting items, first waiting for one unless `busy()` (the scheduler
+        has other work to go on with); None once closed."""
+        with self._ready:
+            while not self._items and not busy() and not self.closed:
+                self._ready.wait()
+            if self.closed:
+                return None
+            taken = self._items[:limit]
+            del self._items[:limit]
+            return taken
+
+    def close(self) -> None:
+        with self._ready:
+            self.closed = True
+            self._ready.notify()
+
+    def drain(self) -> list[T]:
+        with self._ready:
+            items, self._items = self._items, []
+            return items
+
+
 class BatchScheduler:
     """An `InFlightEngine` over a batch `Engine`: a thread takes every waiting request (up to
     `max_batch`) as soon as the previous batch is done and generates them together.
@@ -330,42 +372,26 @@ class BatchScheduler:
     def __init__(self, engine: Engine, max_batch: int = 16) -> None:
         self.engine = engine
         self.max_batch = max_batch
-        self._waiting: list[tuple[GenerationRequest, Done]] = []
-        self._ready = threading.Condition()
-        self._closed = False
+        self._waiting: WaitingRequests[tuple[GenerationRequest, Done]] = WaitingRequests()
         self._thread = threading.Thread(target=self._run, name="batch-scheduler", daemon=True)
         self._thread.start()
 
     def submit(self, requests: Sequence[tuple[GenerationRequest, Done]]) -> None:
-        with self._ready:
-            if self._closed:
-                raise RuntimeError("the engine is closed")
-            self._waiting.extend(requests)
-            self._ready.notify()
+        self._waiting.put(requests)
 
     def close(self) -> None:
-        with self._ready:
-            self._closed = True
-            self._ready.notify()
+        self._waiting.close()
         self._thread.join()
 
     def _run(self) -> None:
-        while True:
-            with self._ready:
-                while not self._waiting and not self._closed:
-                    self._ready.wait()
-                if self._closed:
-                    batch, self._waiting = self._waiting, []
-                    for _, done in batch:
-                        done(GenerationResult.failure("the engine was closed"))
-                    return
-                batch = self._waiting[: self.max_batch]
-                del self._waiting[: self.max_batch]
+        while (batch := self._waiting.take(self.max_batch)) is not None:
             requests = [request for request, _ in batch]
             for (_, done), result in zip(
                 batch, generate_isolated(self.engine, requests), strict=True
             ):
                 done(result)
+        for _, done in self._waiting.drain():
+            done(GenerationResult.failure("the engine was closed"))
 
 
 def generate_isolated(engine: Engine, requests: list[GenerationRequest]) -> list[GenerationResult]:

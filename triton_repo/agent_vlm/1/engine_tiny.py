@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from contract import Done, GenerationRequest, GenerationResult
+from contract import Done, GenerationRequest, GenerationResult, WaitingRequests
 from engines import Instance, parse_int, resolve_path, take_parameters
 
 DEFAULTS = {"checkpoint": "tiny", "max_running": "16"}
@@ -34,14 +34,12 @@ class TinyEngine:
     def __init__(self, batch: Any, max_running: int = 16) -> None:
         self.batch = batch
         self.max_running = max_running
-        self._waiting: list[tuple[Done, Any, GenerationRequest]] = []
-        self._ready = threading.Condition()
-        self._closed = False
+        self._waiting: WaitingRequests[tuple[Done, Any, GenerationRequest]] = WaitingRequests()
         self._thread = threading.Thread(target=self._run, name="tiny-scheduler", daemon=True)
         self._thread.start()
 
     def submit(self, requests: Sequence[tuple[GenerationRequest, Done]]) -> None:
-        if self._closed:
+        if self._waiting.closed:
             raise RuntimeError("the engine is closed")
         arrivals = []
         for request, done in requests:
@@ -49,30 +47,19 @@ class TinyEngine:
                 arrivals.append((done, self.batch.prepare(request.messages), request))
             except ValueError as exc:
                 done(GenerationResult.failure(str(exc)))
-        with self._ready:
-            if self._closed:
-                raise RuntimeError("the engine is closed")
-            self._waiting.extend(arrivals)
-            self._ready.notify()
+        self._waiting.put(arrivals)
 
     def close(self) -> None:
-        with self._ready:
-            self._closed = True
-            self._ready.notify()
+        self._waiting.close()
         self._thread.join()
 
     def _run(self) -> None:
+        # Only this thread changes the running batch, so its size holds while it waits.
         while True:
-            with self._ready:
-                while not self._waiting and not self.batch and not self._closed:
-                    self._ready.wait()
-                if self._closed:
-                    dropped = [done for done, _, _ in self._waiting] + self.batch.clear()
-                    self._waiting = []
-                    break
-                room = self.max_running - len(self.batch)
-                arrivals = self._waiting[:room]
-                del self._waiting[:room]
+            room = self.max_running - len(self.batch)
+            arrivals = self._waiting.take(room, busy=lambda: bool(self.batch))
+            if arrivals is None:
+                break
             self._admit(arrivals)
             try:
                 finished = self.batch.step()
@@ -81,6 +68,7 @@ class TinyEngine:
                 continue
             for done, generation in finished:
                 done(_result(generation))
+        dropped = [done for done, _, _ in self._waiting.drain()] + self.batch.clear()
         for done in dropped:
             done(GenerationResult.failure("the engine was closed"))
 
