@@ -65,7 +65,7 @@ from collections import deque
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from tools import sandbox_runner, sandbox_walls
+from tools import png, sandbox_runner, sandbox_walls
 from tools.base import ToolUnavailableError
 from tools.sandbox_process import (
     Launcher,
@@ -586,7 +586,6 @@ def _check_images(blobs: list[bytes], limits: SandboxLimits) -> str | None:
     return None
 
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: PNG colour type -> channels (greyscale, RGB, palette, grey + alpha, RGBA).
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 
@@ -599,7 +598,7 @@ def png_problem(data: bytes, max_pixels: int) -> str | None:
     a correct CRC on each chunk, no animation chunks, IEND last; then inflates the image data
     in pieces that are counted and dropped, which must come to exactly the header's size.
     """
-    if len(data) < 24 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+    if len(data) < 24 or not data.startswith(png.SIGNATURE) or data[12:16] != b"IHDR":
         return "it returned an image that is not a PNG"
     width, height = struct.unpack(">II", data[16:24])
     if width * height > max_pixels or 0 in (width, height):
@@ -611,29 +610,17 @@ def png_problem(data: bytes, max_pixels: int) -> str | None:
         return "it returned a PNG with an invalid header"
     if interlace:
         return "it returned an interlaced PNG; save it without interlacing"
-    offset, ended, pixels = len(_PNG_SIGNATURE), False, []
-    while offset < len(data):
-        if ended:
-            return "it returned a PNG with data after its end"
-        if offset + 12 > len(data):
-            return "it returned a truncated PNG"
-        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
-        end = offset + 12 + length
-        if end > len(data):
-            return "it returned a truncated PNG"
-        (crc,) = struct.unpack(">I", data[end - 4 : end])
-        if zlib.crc32(data[offset + 4 : end - 4]) != crc:
-            return f"it returned a PNG whose {kind!r} chunk is damaged"
-        if kind == b"IHDR" and offset != len(_PNG_SIGNATURE):
-            return "it returned a PNG with more than one header"
-        if kind in (b"acTL", b"fcTL", b"fdAT"):
-            return "it returned an animated PNG"
-        if kind == b"IDAT":
-            pixels.append(memoryview(data)[offset + 8 : end - 4])
-        ended = kind == b"IEND"
-        offset = end
-    if not ended:
-        return "it returned a truncated PNG"
+    pixels: list[memoryview] = []
+    try:
+        for offset, kind, body in png.chunks(data):
+            if kind == b"IHDR" and offset != len(png.SIGNATURE):
+                return "it returned a PNG with more than one header"
+            if kind in (b"acTL", b"fcTL", b"fdAT"):
+                return "it returned an animated PNG"
+            if kind == b"IDAT":
+                pixels.append(body)
+    except png.PngStructureError as error:
+        return f"it returned {error}"
     expected = height * (1 + (width * _PNG_CHANNELS[colour] * depth + 7) // 8)
     if _inflated_size(pixels, expected) != expected:
         return "it returned a PNG whose image data does not match its size"

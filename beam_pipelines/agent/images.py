@@ -15,12 +15,12 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import struct
 import warnings
-import zlib
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from tools import png
 
 #: Default decompression-bomb limit (pixels); Pillow's own warning threshold, which we also
 #: treat as an error, caps it in any case.
@@ -32,7 +32,8 @@ VIEW_FACTOR = 32
 #: What partially transparent images are composited onto.
 BACKGROUND = (255, 255, 255)
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: The only chunks a plain stored PNG holds.
+_PLAIN_CHUNKS = (b"IHDR", b"IDAT", b"IEND")
 
 #: The EXIF tag that says how the stored pixels must be turned to stand upright.
 EXIF_ORIENTATION = 0x0112
@@ -252,23 +253,14 @@ def is_plain_png(data: bytes) -> bool:
     """Whether ``data`` is already a plain stored PNG: 8-bit RGB, not interlaced, and nothing
     but sound IHDR, IDAT and IEND chunks (no metadata). Such tool output is stored as it came
     (`stored_png`), sparing a re-encode of every crop; the pixels are the same either way."""
-    if len(data) < 33 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+    if len(data) < 33 or not data.startswith(png.SIGNATURE) or data[12:16] != b"IHDR":
         return False
     if data[24:29] != bytes((8, 2, 0, 0, 0)):  # depth 8, RGB, deflate, adaptive, no interlace
         return False
-    offset, end = len(_PNG_SIGNATURE), len(data)
-    while offset + 12 <= end:
-        length, kind = struct.unpack_from(">I4s", data, offset)
-        stop = offset + 12 + length
-        if stop > end or kind not in (b"IHDR", b"IDAT", b"IEND"):
-            return False
-        (crc,) = struct.unpack_from(">I", data, stop - 4)
-        if zlib.crc32(memoryview(data)[offset + 4 : stop - 4]) != crc:
-            return False
-        if kind == b"IEND":
-            return stop == end
-        offset = stop
-    return False
+    try:
+        return all(kind in _PLAIN_CHUNKS for _, kind, _ in png.chunks(data))
+    except png.PngStructureError:
+        return False
 
 
 def stored_png(data: bytes, image: Image.Image) -> bytes:
